@@ -1,0 +1,257 @@
+//! The commands. Each one is the same sequence: load, (lock,) read state, observe, plan,
+//! show, (confirm,) apply through the executor, (unlock). Preview is apply with dry_run.
+
+use std::path::Path;
+
+use anyhow::{bail, Context as _, Result};
+use chrono::Utc;
+use serde_json::json;
+
+use fleet_core::apply::{ApplyOptions, ApplyReport, Executor, NoProgress, Progress};
+use fleet_core::plan::{Operation, Plan, PLAN_FORMAT_VERSION};
+use fleet_core::state::{InstanceRecord, JobFacts, State};
+
+use crate::context::{new_lineage, Ctx};
+use crate::output::{self, CliProgress};
+use crate::Global;
+
+const EXIT_CHANGES: u8 = 2;
+
+fn clock() -> chrono::DateTime<Utc> {
+    Utc::now()
+}
+
+async fn execute(ctx: &Ctx, plan: &Plan, state: &mut State, observed: Option<&fleet_core::cloud::Observed>, dry_run: bool, progress: &dyn Progress) -> Result<ApplyReport> {
+    let fleet = ctx.fleet();
+    let a = &ctx.loaded.stack.apply;
+    let executor = Executor {
+        cloud: ctx.cloud.as_ref(),
+        backend: ctx.backend.as_ref(),
+        scope: fleet.scope(state),
+        options: ApplyOptions {
+            dry_run,
+            concurrency: a.concurrency,
+            batch_size: a.batch_size,
+        },
+        progress,
+        clock: &clock,
+    };
+    Ok(executor.apply(plan, state, observed).await?)
+}
+
+/// `preview` and `plan`: plan, then run apply with dry_run.
+pub async fn preview(g: &Global, detailed: bool, out: Option<&Path>) -> Result<u8> {
+    let ctx = Ctx::load(g)?;
+    let fleet = ctx.fleet();
+    let mut state = fleet.read_state(new_lineage).await?;
+    let observed = fleet.observe(&state).await?;
+    let plan = fleet.plan(Operation::Up, &state, &observed, Utc::now()).await?;
+    execute(&ctx, &plan, &mut state, Some(&observed), true, &NoProgress).await?;
+    if let Some(path) = out {
+        let body = serde_json::to_vec_pretty(&plan)?;
+        std::fs::write(path, body).with_context(|| format!("cannot write the plan to {}", path.display()))?;
+    }
+    if g.json {
+        println!("{}", serde_json::to_string_pretty(&plan)?);
+    } else {
+        output::print_plan(&plan);
+        if let Some(path) = out {
+            println!("\nSaved the plan to {}; apply it with `fleet-cli up --plan {}`.", path.display(), path.display());
+        }
+    }
+    Ok(if detailed && !plan.is_empty() { EXIT_CHANGES } else { 0 })
+}
+
+/// `up`: converge, or apply a saved plan.
+pub async fn up(g: &Global, yes: bool, saved: Option<&Path>) -> Result<u8> {
+    let ctx = Ctx::load(g)?;
+    ctx.lock(g, "fleet-cli up").await?;
+    let result = converge(g, &ctx, Operation::Up, yes, saved).await;
+    ctx.unlock().await;
+    result
+}
+
+/// `destroy`: converge on nothing.
+pub async fn destroy(g: &Global, yes: bool) -> Result<u8> {
+    let ctx = Ctx::load(g)?;
+    ctx.lock(g, "fleet-cli destroy").await?;
+    let result = converge(g, &ctx, Operation::Destroy, yes, None).await;
+    ctx.unlock().await;
+    result
+}
+
+/// `refresh`: settle state with the cloud; no cloud object changes.
+pub async fn refresh(g: &Global) -> Result<u8> {
+    let ctx = Ctx::load(g)?;
+    ctx.lock(g, "fleet-cli refresh").await?;
+    let result = converge(g, &ctx, Operation::Refresh, true, None).await;
+    ctx.unlock().await;
+    result
+}
+
+async fn converge(g: &Global, ctx: &Ctx, operation: Operation, yes: bool, saved: Option<&Path>) -> Result<u8> {
+    let fleet = ctx.fleet();
+    let mut state = fleet.read_state(new_lineage).await?;
+    let (plan, observed) = match saved {
+        Some(path) => (read_plan(path)?, None),
+        None => {
+            let observed = fleet.observe(&state).await?;
+            let plan = fleet.plan(operation, &state, &observed, Utc::now()).await?;
+            (plan, Some(observed))
+        }
+    };
+    fleet_core::apply::check_plan_base(&plan, &state)?;
+    if !g.json {
+        output::print_plan(&plan);
+    }
+    if plan.is_empty() && operation != Operation::Refresh {
+        if g.json {
+            println!("{}", json!({ "plan": plan, "result": ApplyReport { serial: state.serial, ..ApplyReport::default() } }));
+        }
+        return Ok(0);
+    }
+    let verb = match operation {
+        Operation::Destroy => "destroy these instances and resources",
+        _ => "apply these changes",
+    };
+    if !yes && !plan.is_empty() && !output::confirm(verb)? {
+        println!("Nothing was changed.");
+        return Ok(1);
+    }
+    let progress = CliProgress::new(g.json);
+    let report = execute(ctx, &plan, &mut state, observed.as_ref(), false, &progress).await?;
+    if g.json {
+        println!("{}", serde_json::to_string_pretty(&json!({ "plan": plan, "result": report }))?);
+    } else {
+        output::print_report(&report);
+    }
+    Ok(if report.failed.is_empty() { 0 } else { 1 })
+}
+
+fn read_plan(path: &Path) -> Result<Plan> {
+    let bytes = std::fs::read(path).with_context(|| format!("cannot read the saved plan {}", path.display()))?;
+    let v: serde_json::Value = serde_json::from_slice(&bytes)
+        .with_context(|| format!("{} is not a saved plan (not JSON)", path.display()))?;
+    match v.get("format_version").and_then(|v| v.as_u64()) {
+        Some(n) if n == u64::from(PLAN_FORMAT_VERSION) => {}
+        Some(n) => bail!("{} is a plan of format {n}; this build reads format {PLAN_FORMAT_VERSION}", path.display()),
+        None => bail!("{} is not a saved plan (no format_version)", path.display()),
+    }
+    serde_json::from_value(v).with_context(|| format!("{} is not a valid saved plan", path.display()))
+}
+
+/// `state list`.
+pub async fn state_list(g: &Global) -> Result<u8> {
+    let ctx = Ctx::load(g)?;
+    let Some(state) = ctx.backend.read().await? else {
+        if g.json {
+            println!("{}", json!({ "instances": [], "resources": [] }));
+        } else {
+            println!("No state yet at {}.", ctx.backend.location());
+        }
+        return Ok(0);
+    };
+    if g.json {
+        let instances: Vec<&InstanceRecord> = state.instances.values().collect();
+        let resources: Vec<_> = state.resources.values().collect();
+        println!("{}", serde_json::to_string_pretty(&json!({ "serial": state.serial, "lineage": state.lineage, "instances": instances, "resources": resources }))?);
+        return Ok(0);
+    }
+    println!("State {} (serial {}, lineage {})", ctx.backend.location(), state.serial, state.lineage);
+    let w = state.instances.keys().map(String::len).max().unwrap_or(4).max(4);
+    println!("{:<w$}  {:<12}  {:<10}  {:<10}  {:<20}  PENDING", "NAME", "CLOUD ID", "LIFECYCLE", "TYPE", "CREATED");
+    for r in state.instances.values() {
+        println!(
+            "{:<w$}  {:<12}  {:<10}  {:<10}  {:<20}  {}",
+            r.name,
+            r.cloud_id.as_deref().unwrap_or("-"),
+            r.lifecycle.as_str(),
+            if r.instance_type.is_empty() { "-" } else { &r.instance_type },
+            r.created_at.format("%Y-%m-%d %H:%M:%S"),
+            r.pending.as_ref().map(|p| format!("{:?}", p.op).to_lowercase()).unwrap_or_default()
+        );
+    }
+    for r in state.resources.values() {
+        println!("{:<w$}  {:<12}  resource", r.key(), r.cloud_id.as_deref().unwrap_or("-"));
+    }
+    Ok(0)
+}
+
+/// `state show NAME`.
+pub async fn state_show(g: &Global, name: &str) -> Result<u8> {
+    let ctx = Ctx::load(g)?;
+    let state = ctx.backend.read().await?.unwrap_or_else(|| State::new(&ctx.loaded.stack.name, ""));
+    if let Some(r) = state.instances.get(name) {
+        println!("{}", serde_json::to_string_pretty(r)?);
+    } else if let Some(r) = state.resources.get(name) {
+        println!("{}", serde_json::to_string_pretty(r)?);
+    } else {
+        bail!("`{name}` is not in state; `fleet-cli state list` shows what is");
+    }
+    Ok(0)
+}
+
+/// `state rm NAME`.
+pub async fn state_rm(g: &Global, name: &str) -> Result<u8> {
+    let ctx = Ctx::load(g)?;
+    ctx.lock(g, "fleet-cli state rm").await?;
+    let result = async {
+        let mut state = ctx.fleet().read_state(new_lineage).await?;
+        let removed = state.instances.remove(name).is_some() || state.resources.remove(name).is_some();
+        if !removed {
+            bail!("`{name}` is not in state; `fleet-cli state list` shows what is");
+        }
+        state.serial += 1;
+        ctx.backend.write(&state).await?;
+        println!("Removed `{name}` from state (serial {}). The cloud object was left alone; while it carries this stack's tags the next plan adopts it again.", state.serial);
+        Ok(0)
+    }
+    .await;
+    ctx.unlock().await;
+    result
+}
+
+/// `state import NAME CLOUD_ID`.
+pub async fn state_import(g: &Global, name: &str, cloud_id: &str) -> Result<u8> {
+    let ctx = Ctx::load(g)?;
+    ctx.lock(g, "fleet-cli state import").await?;
+    let result = async {
+        let mut state = ctx.fleet().read_state(new_lineage).await?;
+        if state.instances.contains_key(name) {
+            bail!("`{name}` is already in state; pick another name or `fleet-cli state rm {name}` first");
+        }
+        if let Some(r) = state.instances.values().find(|r| r.cloud_id.as_deref() == Some(cloud_id)) {
+            bail!("{cloud_id} is already recorded as `{}`", r.name);
+        }
+        let Some(o) = ctx.cloud.describe_instance(cloud_id).await? else {
+            bail!("the {} cloud has no instance {cloud_id}", ctx.cloud.name());
+        };
+        if o.lifecycle.is_gone() {
+            bail!("instance {cloud_id} is {}; only live instances can be imported", o.lifecycle.as_str());
+        }
+        let spec = ctx.fleet().instance_spec()?;
+        state.instances.insert(
+            name.to_string(),
+            InstanceRecord {
+                name: name.to_string(),
+                cloud_id: Some(o.cloud_id.clone()),
+                spec_hash: o.spec_hash.clone(),
+                image: o.image.clone(),
+                instance_type: o.instance_type.clone(),
+                template_hash: (o.spec_hash == spec.hash()).then(|| spec.template_hash.clone()).flatten(),
+                created_at: o.launched_at,
+                lifecycle: o.lifecycle,
+                address: o.address.clone(),
+                jobs: JobFacts::default(),
+                pending: None,
+            },
+        );
+        state.serial += 1;
+        ctx.backend.write(&state).await?;
+        println!("Imported {cloud_id} as `{name}` (serial {}).", state.serial);
+        Ok(0)
+    }
+    .await;
+    ctx.unlock().await;
+    result
+}

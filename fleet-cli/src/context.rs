@@ -1,0 +1,119 @@
+//! Builds the engine's parts from the global flags: stack, cloud, state backend, policy,
+//! and the state lock.
+
+use std::time::Instant;
+
+use anyhow::{Context as _, Result};
+use chrono::Utc;
+
+use fleet_core::ci::NoCi;
+use fleet_core::cloud::Cloud;
+use fleet_core::engine::Fleet;
+use fleet_core::policy::StaticPolicy;
+use fleet_core::stack::{self, LoadedStack, Override};
+use fleet_core::state::{LockInfo, StateBackend, StateError};
+
+use crate::Global;
+
+/// Everything a command runs with.
+pub struct Ctx {
+    pub loaded: LoadedStack,
+    pub cloud: Box<dyn Cloud>,
+    pub backend: Box<dyn StateBackend>,
+    policy: StaticPolicy,
+    ci: NoCi,
+}
+
+impl Ctx {
+    pub fn load(g: &Global) -> Result<Ctx> {
+        let overrides = g
+            .set
+            .iter()
+            .map(|s| Override::parse(s))
+            .collect::<Result<Vec<_>, _>>()?;
+        let env = |k: &str| std::env::var(k).ok();
+        let loaded = stack::load(&g.stack, &overrides, &env)?;
+        let cloud = fleet_providers::cloud_for(&loaded)?;
+        let backend = fleet_providers::backend_for(&loaded)?;
+        Ok(Ctx {
+            loaded,
+            cloud,
+            backend,
+            policy: StaticPolicy,
+            ci: NoCi,
+        })
+    }
+
+    pub fn fleet(&self) -> Fleet<'_> {
+        Fleet {
+            stack: &self.loaded,
+            cloud: self.cloud.as_ref(),
+            backend: self.backend.as_ref(),
+            policy: &self.policy,
+            ci: &self.ci,
+        }
+    }
+
+    /// Takes the state lock, waiting up to `--lock-timeout`.
+    pub async fn lock(&self, g: &Global, operation: &str) -> Result<()> {
+        let info = lock_info(operation);
+        let started = Instant::now();
+        let mut told = false;
+        loop {
+            match self.backend.lock(&info).await {
+                Ok(()) => return Ok(()),
+                Err(StateError::Locked { holder, location }) if started.elapsed() < g.lock_timeout => {
+                    if !told {
+                        eprintln!("waiting up to {:?} for the state lock held by {holder}", g.lock_timeout);
+                        told = true;
+                    }
+                    let _ = location;
+                    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+                }
+                Err(e) => return Err(e).context("could not take the state lock"),
+            }
+        }
+    }
+
+    pub async fn unlock(&self) {
+        if let Err(e) = self.backend.unlock().await {
+            tracing::warn!("could not release the state lock: {e}");
+        }
+    }
+}
+
+/// Who we are, for the lock.
+fn lock_info(operation: &str) -> LockInfo {
+    LockInfo {
+        id: uuid::Uuid::new_v4().to_string(),
+        who: std::env::var("USER")
+            .or_else(|_| std::env::var("LOGNAME"))
+            .unwrap_or_else(|_| format!("uid {}", unsafe_uid())),
+        host: hostname(),
+        pid: std::process::id(),
+        operation: operation.to_string(),
+        since: Utc::now(),
+        lease_until: None,
+    }
+}
+
+fn unsafe_uid() -> u32 {
+    // SAFETY: getuid has no preconditions and cannot fail.
+    unsafe { libc::getuid() }
+}
+
+fn hostname() -> String {
+    let mut buf = [0u8; 256];
+    // SAFETY: the buffer is valid for its length; gethostname NUL-terminates on success.
+    let rc = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) };
+    if rc != 0 {
+        return "unknown".into();
+    }
+    let end = buf.iter().position(|b| *b == 0).unwrap_or(buf.len());
+    String::from_utf8_lossy(&buf[..end]).into_owned()
+}
+
+/// A new lineage for a state that does not exist yet.
+pub fn new_lineage() -> String {
+    uuid::Uuid::new_v4().to_string()
+}

@@ -1,0 +1,153 @@
+//! fleet-cli: the command-line front end of the fleet engine. A thin layer: parse flags,
+//! build the engine's parts from the stack, print what comes back.
+
+mod commands;
+mod context;
+mod output;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+
+/// Keeps a fleet of GitLab runner VMs sized to demand.
+#[derive(Debug, Parser)]
+#[command(name = "fleet-cli", version, about, propagate_version = true)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+    #[command(flatten)]
+    global: Global,
+}
+
+/// Flags every command takes.
+#[derive(Debug, Clone, Args)]
+pub struct Global {
+    /// The stack file.
+    #[arg(long, global = true, env = "FLEET_STACK", default_value = "stacks/sandbox.yaml")]
+    pub stack: PathBuf,
+    /// Override a stack value, like `terraform -var` (repeatable): --set policy.min_instances=3
+    #[arg(long = "set", global = true, value_name = "PATH=VALUE")]
+    pub set: Vec<String>,
+    /// Print machine-readable JSON on stdout.
+    #[arg(long, global = true)]
+    pub json: bool,
+    /// Wait this long for the state lock instead of failing at once (e.g. 30s, 5m).
+    #[arg(long, global = true, value_name = "DURATION", value_parser = parse_duration, default_value = "0s")]
+    pub lock_timeout: Duration,
+    /// More log output (-v info, -vv debug, -vvv trace).
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Show what `up` would change, changing nothing.
+    Preview(PreviewArgs),
+    /// Same as preview, for CI pipelines; `--out` saves the plan for `up --plan`.
+    Plan(PlanArgs),
+    /// Converge the fleet on the stack.
+    Up(UpArgs),
+    /// Delete every instance and resource of the stack.
+    Destroy(ConfirmArgs),
+    /// Settle state with what the cloud reports (adopt and forget), changing no cloud object.
+    Refresh,
+    /// Inspect or edit state.
+    #[command(subcommand)]
+    State(StateCommand),
+}
+
+#[derive(Debug, Args)]
+struct PreviewArgs {
+    /// Exit 0 with no changes, 2 with changes, 1 on error.
+    #[arg(long)]
+    detailed_exitcode: bool,
+}
+
+#[derive(Debug, Args)]
+struct PlanArgs {
+    /// Exit 0 with no changes, 2 with changes, 1 on error.
+    #[arg(long)]
+    detailed_exitcode: bool,
+    /// Save the plan to this file for `up --plan FILE`.
+    #[arg(long, value_name = "FILE")]
+    out: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+struct UpArgs {
+    /// Apply without asking.
+    #[arg(long, short = 'y')]
+    yes: bool,
+    /// Apply exactly this saved plan (refused if state moved since it was made).
+    #[arg(long, value_name = "FILE")]
+    plan: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+struct ConfirmArgs {
+    /// Apply without asking.
+    #[arg(long, short = 'y')]
+    yes: bool,
+}
+
+#[derive(Debug, Subcommand)]
+enum StateCommand {
+    /// List recorded instances and resources.
+    List,
+    /// Show one record.
+    Show {
+        /// Instance name, or `kind/name` of a resource.
+        name: String,
+    },
+    /// Remove a record from state (the cloud object is left alone).
+    Rm {
+        /// Instance name, or `kind/name` of a resource.
+        name: String,
+    },
+    /// Record an existing cloud instance under a name.
+    Import {
+        /// Name to record it under.
+        name: String,
+        /// The cloud's id of the instance.
+        cloud_id: String,
+    },
+}
+
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    fleet_core::stack::parse_duration(s).ok_or_else(|| format!("`{s}` is not a duration; write it like 30s, 5m or 1h"))
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    output::init_logging(cli.global.verbose);
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let g = &cli.global;
+    let result = runtime.block_on(async {
+        match &cli.command {
+            Command::Preview(a) => commands::preview(g, a.detailed_exitcode, None).await,
+            Command::Plan(a) => commands::preview(g, a.detailed_exitcode, a.out.as_deref()).await,
+            Command::Up(a) => commands::up(g, a.yes, a.plan.as_deref()).await,
+            Command::Destroy(a) => commands::destroy(g, a.yes).await,
+            Command::Refresh => commands::refresh(g).await,
+            Command::State(StateCommand::List) => commands::state_list(g).await,
+            Command::State(StateCommand::Show { name }) => commands::state_show(g, name).await,
+            Command::State(StateCommand::Rm { name }) => commands::state_rm(g, name).await,
+            Command::State(StateCommand::Import { name, cloud_id }) => commands::state_import(g, name, cloud_id).await,
+        }
+    });
+    match result {
+        Ok(code) => ExitCode::from(code),
+        Err(e) => {
+            output::print_error(&e);
+            ExitCode::from(1)
+        }
+    }
+}

@@ -1,0 +1,186 @@
+//! What the CLI prints: plans (coloured on a terminal), progress, prompts, errors.
+
+use std::io::{BufRead, IsTerminal, Write};
+use std::sync::Mutex;
+
+use console::style;
+use indicatif::{ProgressBar, ProgressStyle};
+
+use fleet_core::apply::{ApplyReport, Progress, StepOutcome};
+use fleet_core::plan::{Change, Plan};
+use fleet_core::state::StateError;
+
+/// Logs go to stderr; `-v` raises the level, `RUST_LOG` overrides it.
+pub fn init_logging(verbose: u8) {
+    let level = match verbose {
+        0 => "warn",
+        1 => "info",
+        2 => "debug",
+        _ => "trace",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_target(false)
+        .try_init();
+}
+
+/// The plan as a coloured diff on a terminal, plain otherwise.
+pub fn print_plan(plan: &Plan) {
+    let text = plan.display().to_string();
+    let colour = std::io::stdout().is_terminal();
+    let mut out = std::io::stdout().lock();
+    for line in text.lines() {
+        let l = if !colour {
+            style(line)
+        } else if line.starts_with("  +") {
+            style(line).green()
+        } else if line.starts_with("  -") {
+            style(line).red()
+        } else if line.starts_with("  ±") {
+            style(line).yellow()
+        } else if line.starts_with("  ~") {
+            style(line).cyan()
+        } else if line.starts_with("Plan:") {
+            style(line).bold()
+        } else {
+            style(line)
+        };
+        let _ = writeln!(out, "{l}");
+    }
+}
+
+/// One line on what an apply did.
+pub fn print_report(report: &ApplyReport) {
+    let d = &report.done;
+    println!(
+        "Applied: {} created, {} replaced, {} deleted, {} adopted, {} forgotten; {} failed (state serial {}).",
+        d.create,
+        d.replace,
+        d.delete,
+        d.adopt,
+        d.forget,
+        report.failed.len(),
+        report.serial
+    );
+    for f in &report.failed {
+        eprintln!("failed: {} {} {}: {}", f.action.as_str(), f.kind, f.name, f.error);
+    }
+    if !report.failed.is_empty() {
+        eprintln!("Run the same command again to retry the failed changes; finished changes are recorded.");
+    }
+}
+
+/// Asks for confirmation on a terminal; refuses without one.
+pub fn confirm(what: &str) -> anyhow::Result<bool> {
+    if !std::io::stdin().is_terminal() {
+        anyhow::bail!(
+            "refusing to {what} without --yes: stdin is not a terminal, so nobody can confirm; pass --yes to apply"
+        );
+    }
+    print!("Do you want to {what}? Only 'yes' will be accepted: ");
+    std::io::stdout().flush()?;
+    let mut line = String::new();
+    std::io::stdin().lock().read_line(&mut line)?;
+    Ok(line.trim() == "yes")
+}
+
+/// A progress bar on a terminal, plain lines on stderr otherwise.
+pub struct CliProgress {
+    bar: Option<ProgressBar>,
+    lines: Mutex<()>,
+}
+
+impl CliProgress {
+    pub fn new(quiet: bool) -> Self {
+        let bar = (!quiet && std::io::stderr().is_terminal()).then(|| {
+            let b = ProgressBar::new(0);
+            if let Ok(s) = ProgressStyle::with_template("{spinner} [{bar:30}] {pos}/{len} {msg}") {
+                b.set_style(s.progress_chars("=> "));
+            }
+            b
+        });
+        CliProgress {
+            bar,
+            lines: Mutex::new(()),
+        }
+    }
+}
+
+impl Progress for CliProgress {
+    fn begin(&self, total: usize) {
+        if let Some(b) = &self.bar {
+            b.set_length(total as u64);
+        }
+    }
+
+    fn step(&self, change: &Change, outcome: &StepOutcome) {
+        let what = format!("{} {} {}", change.action.as_str(), change.kind, change.name);
+        match (&self.bar, outcome) {
+            (_, StepOutcome::WouldDo) => {}
+            (Some(b), StepOutcome::Done) => {
+                b.inc(1);
+                b.set_message(what);
+            }
+            (Some(b), StepOutcome::Failed(e)) => {
+                b.inc(1);
+                b.println(format!("failed: {what}: {e}"));
+            }
+            (None, StepOutcome::Done) => {
+                let _g = self.lines.lock();
+                eprintln!("done: {what}");
+            }
+            (None, StepOutcome::Failed(e)) => {
+                let _g = self.lines.lock();
+                eprintln!("failed: {what}: {e}");
+            }
+        }
+    }
+
+    fn end(&self) {
+        if let Some(b) = &self.bar {
+            b.finish_and_clear();
+        }
+    }
+}
+
+/// Prints an error with its causes and one sentence on what to do next.
+pub fn print_error(e: &anyhow::Error) {
+    eprintln!("error: {e}");
+    for cause in e.chain().skip(1) {
+        eprintln!("  caused by: {cause}");
+    }
+    if let Some(hint) = hint(e) {
+        eprintln!("hint: {hint}");
+    }
+}
+
+fn hint(e: &anyhow::Error) -> Option<&'static str> {
+    for cause in e.chain() {
+        if let Some(s) = cause.downcast_ref::<StateError>() {
+            return Some(match s {
+                StateError::Locked { .. } => {
+                    "another fleet-cli is changing this stack; wait for it, or pass --lock-timeout 5m to wait here"
+                }
+                StateError::Format { .. } => {
+                    "inspect the state file; if it is damaged, copy the backup over it and run `fleet-cli refresh`"
+                }
+                StateError::Conflict { .. } => "someone else wrote the state; run the command again to plan on the new state",
+                StateError::LineageMismatch { .. } => "check that state.path points at this stack's own state",
+                _ => continue,
+            });
+        }
+        if cause.downcast_ref::<fleet_core::stack::StackError>().is_some() {
+            return Some("fix the stack file (or the --set flag) and run the command again");
+        }
+        if let Some(a) = cause.downcast_ref::<fleet_core::apply::ApplyError>() {
+            if matches!(a, fleet_core::apply::ApplyError::StalePlan { .. }) {
+                return Some("run `fleet-cli plan --out FILE` again and apply the new plan");
+            }
+        }
+    }
+    None
+}

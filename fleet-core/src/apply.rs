@@ -1,0 +1,641 @@
+//! The apply executor: carries out a plan against the cloud and records each step.
+//!
+//! Every cloud call is preceded by a state write that records it as pending and followed
+//! by one that settles it, so a crash at any point leaves a trail the next plan settles
+//! (adopt what the cloud made, forget what it never made). Preview runs the same code with
+//! `dry_run` set: the gates sit exactly where effects would happen.
+//!
+//! Order: state-only changes (adopt, forget), resource creates, instance creates (batched,
+//! bounded concurrency), instance deletes (batched), resource deletes. The old half of an
+//! instance replace is deleted only once its replacement exists.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+
+use chrono::{DateTime, Utc};
+use futures_util::stream::{self, StreamExt};
+
+use crate::cloud::{Cloud, CloudError, CreateInstance, CreateOutcome, DeleteOutcome, ObservedInstance, Scope};
+use crate::naming::{self, tags};
+use crate::plan::{Action, Change, Plan, Summary};
+use crate::planner::refresh_facts;
+use crate::resource::ResourceSpec;
+use crate::spec::InstanceSpec;
+use crate::state::{
+    InstanceRecord, JobFacts, Lifecycle, PendingKind, PendingOp, ResourceRecord, State, StateBackend, StateError,
+};
+
+/// How to apply.
+#[derive(Debug, Clone, Copy)]
+pub struct ApplyOptions {
+    /// Report what would happen; call nothing, write nothing.
+    pub dry_run: bool,
+    /// Cloud calls in flight at once.
+    pub concurrency: usize,
+    /// Instances per create or delete call.
+    pub batch_size: usize,
+}
+
+/// How one step ended, for progress output.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StepOutcome {
+    /// Done.
+    Done,
+    /// Dry run: would have been done.
+    WouldDo,
+    /// Failed, with the error chain.
+    Failed(String),
+}
+
+/// Receives progress; the CLI draws a bar on a terminal and plain lines otherwise.
+pub trait Progress: Send + Sync {
+    /// Apply starts with `total` steps.
+    fn begin(&self, total: usize);
+    /// One step ended.
+    fn step(&self, change: &Change, outcome: &StepOutcome);
+    /// Apply ended.
+    fn end(&self);
+}
+
+/// Ignores progress.
+#[derive(Debug, Default)]
+pub struct NoProgress;
+
+impl Progress for NoProgress {
+    fn begin(&self, _: usize) {}
+    fn step(&self, _: &Change, _: &StepOutcome) {}
+    fn end(&self) {}
+}
+
+/// A change that failed.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct Failure {
+    /// What was tried.
+    pub action: Action,
+    /// `instance` or the resource kind.
+    pub kind: String,
+    /// The name.
+    pub name: String,
+    /// The error and its causes.
+    pub error: String,
+}
+
+/// What an apply did.
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize)]
+pub struct ApplyReport {
+    /// Whether this was a dry run.
+    pub dry_run: bool,
+    /// Changes done (or, in a dry run, that would be done).
+    pub done: Summary,
+    /// Changes that failed.
+    pub failed: Vec<Failure>,
+    /// State serial after the apply.
+    pub serial: u64,
+}
+
+/// Errors that stop an apply.
+#[derive(Debug, thiserror::Error)]
+pub enum ApplyError {
+    /// State could not be written, so no further cloud call may be made.
+    #[error("could not record progress in state; stopped before the next cloud call")]
+    State(#[from] StateError),
+    /// A saved plan was made on another state.
+    #[error("the saved plan was made on state serial {planned} (lineage {planned_lineage}), but the state is now at serial {current} (lineage {current_lineage}); make a new plan")]
+    StalePlan {
+        /// Serial in the plan.
+        planned: u64,
+        /// Serial now.
+        current: u64,
+        /// Lineage in the plan.
+        planned_lineage: String,
+        /// Lineage now.
+        current_lineage: String,
+    },
+    /// The plan is for another stack.
+    #[error("the saved plan is for stack `{planned}`, not `{current}`")]
+    WrongStack {
+        /// Stack in the plan.
+        planned: String,
+        /// Stack being applied.
+        current: String,
+    },
+}
+
+/// Executes plans.
+pub struct Executor<'a> {
+    /// The cloud.
+    pub cloud: &'a dyn Cloud,
+    /// Where state is recorded.
+    pub backend: &'a dyn StateBackend,
+    /// Stack and lineage.
+    pub scope: Scope,
+    /// Options.
+    pub options: ApplyOptions,
+    /// Progress sink.
+    pub progress: &'a dyn Progress,
+    /// Wall clock for record timestamps (effects happen here, so time may be read here).
+    pub clock: &'a (dyn Fn() -> DateTime<Utc> + Sync),
+}
+
+/// Refuses a saved plan made on another state.
+pub fn check_plan_base(plan: &Plan, state: &State) -> Result<(), ApplyError> {
+    if plan.stack != state.stack {
+        return Err(ApplyError::WrongStack {
+            planned: plan.stack.clone(),
+            current: state.stack.clone(),
+        });
+    }
+    if plan.serial != state.serial || plan.lineage != state.lineage {
+        return Err(ApplyError::StalePlan {
+            planned: plan.serial,
+            current: state.serial,
+            planned_lineage: plan.lineage.clone(),
+            current_lineage: state.lineage.clone(),
+        });
+    }
+    Ok(())
+}
+
+impl Executor<'_> {
+    /// Applies `plan` to `state` (which must be the state it was made on). `observed`, when
+    /// given, refreshes lifecycle facts in the first write.
+    pub async fn apply(
+        &self,
+        plan: &Plan,
+        state: &mut State,
+        observed: Option<&crate::cloud::Observed>,
+    ) -> Result<ApplyReport, ApplyError> {
+        check_plan_base(plan, state)?;
+        let mut report = ApplyReport {
+            dry_run: self.options.dry_run,
+            ..ApplyReport::default()
+        };
+        self.progress.begin(plan.changes.len());
+        let result = self.run(plan, state, observed, &mut report).await;
+        self.progress.end();
+        result?;
+        report.serial = state.serial;
+        Ok(report)
+    }
+
+    async fn run(
+        &self,
+        plan: &Plan,
+        state: &mut State,
+        observed: Option<&crate::cloud::Observed>,
+        report: &mut ApplyReport,
+    ) -> Result<(), ApplyError> {
+        self.ensure_settled(plan, state, observed, report).await?;
+        for c in plan.changes.iter().filter(|c| !c.is_instance() && matches!(c.action, Action::Create | Action::Replace)) {
+            self.ensure_resource(c, state, report).await?;
+        }
+        let replaced = self.ensure_instances_created(plan, state, report).await?;
+        self.ensure_instances_deleted(plan, &replaced, state, report).await?;
+        for c in plan.changes.iter().filter(|c| !c.is_instance() && c.action == Action::Delete) {
+            self.ensure_resource_deleted(c, state, report).await?;
+        }
+        Ok(())
+    }
+
+    /// Writes state (serial + 1), or nothing in a dry run.
+    async fn commit(&self, state: &mut State) -> Result<(), ApplyError> {
+        if self.options.dry_run {
+            return Ok(());
+        }
+        state.serial += 1;
+        if let Err(e) = self.backend.write(state).await {
+            state.serial -= 1;
+            return Err(e.into());
+        }
+        Ok(())
+    }
+
+    fn done(&self, c: &Change, report: &mut ApplyReport) {
+        count(&mut report.done, c.action);
+        let outcome = if self.options.dry_run { StepOutcome::WouldDo } else { StepOutcome::Done };
+        self.progress.step(c, &outcome);
+    }
+
+    fn failed(&self, c: &Change, error: &dyn std::error::Error, report: &mut ApplyReport) {
+        let text = error_chain(error);
+        tracing::warn!(action = c.action.as_str(), kind = %c.kind, name = %c.name, "{text}");
+        report.failed.push(Failure {
+            action: c.action,
+            kind: c.kind.clone(),
+            name: c.name.clone(),
+            error: text.clone(),
+        });
+        self.progress.step(c, &StepOutcome::Failed(text));
+    }
+
+    /// Adopt and forget: state-only, one write.
+    async fn ensure_settled(
+        &self,
+        plan: &Plan,
+        state: &mut State,
+        observed: Option<&crate::cloud::Observed>,
+        report: &mut ApplyReport,
+    ) -> Result<(), ApplyError> {
+        let now = (self.clock)();
+        let mut any = false;
+        for c in plan.changes.iter().filter(|c| matches!(c.action, Action::Adopt | Action::Forget)) {
+            any = true;
+            if !self.options.dry_run {
+                settle_record(c, state, now);
+            }
+            self.done(c, report);
+        }
+        if let Some(obs) = observed {
+            if !self.options.dry_run && refresh_facts(state, obs) {
+                any = true;
+            }
+        }
+        if any {
+            self.commit(state).await?;
+        }
+        Ok(())
+    }
+
+    async fn ensure_resource(&self, c: &Change, state: &mut State, report: &mut ApplyReport) -> Result<(), ApplyError> {
+        if self.options.dry_run {
+            self.done(c, report);
+            return Ok(());
+        }
+        let Some(spec) = &c.resource else {
+            return Ok(());
+        };
+        let key = spec.key();
+        if c.action == Action::Replace {
+            if let Some(id) = &c.cloud_id {
+                mark(state.resources.get_mut(&key).map(|r| &mut r.pending), PendingKind::Delete, (self.clock)());
+                self.commit(state).await?;
+                if let Err(e) = self.cloud.delete_resource(&self.scope, &spec.kind, id).await {
+                    self.failed(c, &e, report);
+                    return Ok(());
+                }
+                state.resources.remove(&key);
+                self.commit(state).await?;
+            }
+        }
+        state.resources.insert(key.clone(), resource_record(spec, None, (self.clock)(), true));
+        self.commit(state).await?;
+        let tags = object_tags(&self.scope, &spec.name, &spec.hash(), Some(&spec.kind));
+        match self.cloud.create_resource(&self.scope, spec, &tags).await {
+            Ok(o) => {
+                state
+                    .resources
+                    .insert(key, resource_record(spec, Some(o.cloud_id), (self.clock)(), false));
+                self.commit(state).await?;
+                self.done(c, report);
+            }
+            Err(e) => {
+                if !e.is_ambiguous() {
+                    state.resources.remove(&key);
+                    self.commit(state).await?;
+                }
+                self.failed(c, &e, report);
+            }
+        }
+        Ok(())
+    }
+
+    async fn ensure_resource_deleted(&self, c: &Change, state: &mut State, report: &mut ApplyReport) -> Result<(), ApplyError> {
+        if self.options.dry_run {
+            self.done(c, report);
+            return Ok(());
+        }
+        let key = crate::resource::resource_key(&c.kind, &c.name);
+        let Some(id) = &c.cloud_id else { return Ok(()) };
+        mark(state.resources.get_mut(&key).map(|r| &mut r.pending), PendingKind::Delete, (self.clock)());
+        self.commit(state).await?;
+        match self.cloud.delete_resource(&self.scope, &c.kind, id).await {
+            Ok(()) => {
+                state.resources.remove(&key);
+                self.commit(state).await?;
+                self.done(c, report);
+            }
+            Err(e) => self.failed(c, &e, report),
+        }
+        Ok(())
+    }
+
+    /// Creates every new instance (creates and the new half of replaces). Returns the old
+    /// names of replaces whose replacement now exists.
+    async fn ensure_instances_created(
+        &self,
+        plan: &Plan,
+        state: &mut State,
+        report: &mut ApplyReport,
+    ) -> Result<HashSet<String>, ApplyError> {
+        let todo: Vec<&Change> = plan
+            .changes
+            .iter()
+            .filter(|c| c.is_instance() && matches!(c.action, Action::Create | Action::Replace))
+            .collect();
+        let mut replaced = HashSet::new();
+        if todo.is_empty() {
+            return Ok(replaced);
+        }
+        if self.options.dry_run {
+            for c in &todo {
+                self.done(c, report);
+                if c.action == Action::Replace {
+                    replaced.insert(c.name.clone());
+                }
+            }
+            return Ok(replaced);
+        }
+        // Record every create as pending in one write before the first call.
+        let now = (self.clock)();
+        let mut requests: Vec<(CreateInstance, &Change)> = Vec::with_capacity(todo.len());
+        for c in &todo {
+            let name = c.replacement.clone().unwrap_or_else(|| c.name.clone());
+            let spec = c.instance.clone().unwrap_or_else(|| InstanceSpec {
+                image: String::new(),
+                instance_types: Vec::new(),
+                template_hash: None,
+                labels: BTreeMap::new(),
+            });
+            state.instances.insert(name.clone(), pending_record(&name, &spec, now));
+            if let Some(i) = naming::instance_index(&self.scope.stack, &name) {
+                state.next_index = state.next_index.max(i + 1);
+            }
+            let mut t = object_tags(&self.scope, &name, &spec.hash(), None);
+            t.extend(spec.labels.clone());
+            requests.push((CreateInstance { name, spec, tags: t }, *c));
+        }
+        self.commit(state).await?;
+
+        let size = self.options.batch_size.min(self.cloud.max_batch()).max(1);
+        let batches: Vec<Vec<(CreateInstance, &Change)>> = chunk(requests, size);
+        let mut calls = stream::iter(batches.into_iter().map(|batch| async move {
+            let reqs: Vec<CreateInstance> = batch.iter().map(|(r, _)| r.clone()).collect();
+            let result = self.cloud.create_instances(&self.scope, &reqs).await;
+            (batch, result)
+        }))
+        .buffer_unordered(self.options.concurrency.max(1));
+
+        while let Some((batch, result)) = calls.next().await {
+            let outcome = match result {
+                Ok(o) => o,
+                Err(e) => CreateOutcome {
+                    created: Vec::new(),
+                    failed: batch.iter().map(|(r, _)| (r.name.clone(), e.clone())).collect(),
+                },
+            };
+            let created: HashMap<&str, &ObservedInstance> =
+                outcome.created.iter().map(|o| (o.name.as_str(), o)).collect();
+            let failed: HashMap<&str, &CloudError> = outcome.failed.iter().map(|(n, e)| (n.as_str(), e)).collect();
+            for (req, c) in &batch {
+                if let Some(o) = created.get(req.name.as_str()) {
+                    if let Some(rec) = state.instances.get_mut(&req.name) {
+                        rec.cloud_id = Some(o.cloud_id.clone());
+                        rec.instance_type = o.instance_type.clone();
+                        rec.lifecycle = o.lifecycle;
+                        rec.address = o.address.clone();
+                        rec.pending = None;
+                    }
+                    if c.action == Action::Replace {
+                        replaced.insert(c.name.clone());
+                    }
+                    self.done(c, report);
+                } else {
+                    let err = failed.get(req.name.as_str()).map(|e| (*e).clone()).unwrap_or_else(|| CloudError::Transient {
+                        provider: self.cloud.name().to_string(),
+                        operation: "create".into(),
+                        code: "NoResult".into(),
+                        detail: crate::cloud::Detail(format!("the cloud did not report instance {}", req.name)),
+                    });
+                    // A definite refusal made nothing: drop the pending record. An ambiguous
+                    // failure may have made it: keep the record for the next plan to settle.
+                    if !err.is_ambiguous() {
+                        state.instances.remove(&req.name);
+                    }
+                    self.failed(c, &err, report);
+                }
+            }
+            self.commit(state).await?;
+        }
+        Ok(replaced)
+    }
+
+    /// Deletes instances (deletes, duplicates, and the old half of successful replaces).
+    async fn ensure_instances_deleted(
+        &self,
+        plan: &Plan,
+        replaced: &HashSet<String>,
+        state: &mut State,
+        report: &mut ApplyReport,
+    ) -> Result<(), ApplyError> {
+        let todo: Vec<&Change> = plan
+            .changes
+            .iter()
+            .filter(|c| {
+                c.is_instance()
+                    && (c.action == Action::Delete || (c.action == Action::Replace && replaced.contains(&c.name)))
+            })
+            .collect();
+        if todo.is_empty() {
+            return Ok(());
+        }
+        if self.options.dry_run {
+            for c in todo.iter().filter(|c| c.action == Action::Delete) {
+                self.done(c, report);
+            }
+            return Ok(());
+        }
+        let now = (self.clock)();
+        let mut targets: Vec<(String, &Change)> = Vec::new();
+        for c in &todo {
+            let Some(id) = &c.cloud_id else { continue };
+            if let Some(rec) = state.instances.get_mut(&c.name) {
+                if rec.cloud_id.as_deref() == Some(id.as_str()) {
+                    rec.pending = Some(PendingOp { op: PendingKind::Delete, since: now });
+                }
+            }
+            targets.push((id.clone(), *c));
+        }
+        self.commit(state).await?;
+
+        let size = self.options.batch_size.min(self.cloud.max_batch()).max(1);
+        let batches = chunk(targets, size);
+        let mut calls = stream::iter(batches.into_iter().map(|batch| async move {
+            let ids: Vec<String> = batch.iter().map(|(id, _)| id.clone()).collect();
+            let result = self.cloud.delete_instances(&self.scope, &ids).await;
+            (batch, result)
+        }))
+        .buffer_unordered(self.options.concurrency.max(1));
+
+        while let Some((batch, result)) = calls.next().await {
+            let outcome = match result {
+                Ok(o) => o,
+                Err(e) => DeleteOutcome {
+                    deleted: Vec::new(),
+                    failed: batch.iter().map(|(id, _)| (id.clone(), e.clone())).collect(),
+                },
+            };
+            let deleted: HashSet<&str> = outcome.deleted.iter().map(String::as_str).collect();
+            let failed: HashMap<&str, &CloudError> = outcome.failed.iter().map(|(n, e)| (n.as_str(), e)).collect();
+            for (id, c) in &batch {
+                if deleted.contains(id.as_str()) {
+                    let ours = state
+                        .instances
+                        .get(&c.name)
+                        .is_some_and(|r| r.cloud_id.as_deref() == Some(id.as_str()));
+                    if ours {
+                        state.instances.remove(&c.name);
+                    }
+                    // The old half of a replace was counted when its replacement was made.
+                    if c.action == Action::Delete {
+                        self.done(c, report);
+                    }
+                } else {
+                    let err = failed.get(id.as_str()).map(|e| (*e).clone()).unwrap_or_else(|| CloudError::Transient {
+                        provider: self.cloud.name().to_string(),
+                        operation: "delete".into(),
+                        code: "NoResult".into(),
+                        detail: crate::cloud::Detail(format!("the cloud did not report instance {id}")),
+                    });
+                    self.failed(c, &err, report);
+                }
+            }
+            self.commit(state).await?;
+        }
+        Ok(())
+    }
+}
+
+fn count(s: &mut Summary, a: Action) {
+    match a {
+        Action::Create => s.create += 1,
+        Action::Replace => s.replace += 1,
+        Action::Delete => s.delete += 1,
+        Action::Adopt => s.adopt += 1,
+        Action::Forget => s.forget += 1,
+    }
+}
+
+fn chunk<T>(items: Vec<T>, size: usize) -> Vec<Vec<T>> {
+    let mut out = Vec::new();
+    let mut it = items.into_iter().peekable();
+    while it.peek().is_some() {
+        out.push(it.by_ref().take(size).collect());
+    }
+    out
+}
+
+fn mark(pending: Option<&mut Option<PendingOp>>, op: PendingKind, since: DateTime<Utc>) {
+    if let Some(p) = pending {
+        *p = Some(PendingOp { op, since });
+    }
+}
+
+/// Applies an adopt or forget to state.
+fn settle_record(c: &Change, state: &mut State, now: DateTime<Utc>) {
+    match (c.action, c.is_instance()) {
+        (Action::Forget, true) => {
+            let ours = state
+                .instances
+                .get(&c.name)
+                .is_some_and(|r| r.cloud_id.is_none() || r.cloud_id == c.cloud_id);
+            if ours {
+                state.instances.remove(&c.name);
+            }
+        }
+        (Action::Forget, false) => {
+            state.resources.remove(&crate::resource::resource_key(&c.kind, &c.name));
+        }
+        (Action::Adopt, true) => {
+            let Some(o) = &c.observed else { return };
+            let previous = state.instances.remove(&o.name);
+            let template_hash = previous.as_ref().and_then(|r| r.template_hash.clone());
+            let jobs = previous.as_ref().map(|r| r.jobs.clone()).unwrap_or_default();
+            state.instances.insert(
+                o.name.clone(),
+                InstanceRecord {
+                    name: o.name.clone(),
+                    cloud_id: Some(o.cloud_id.clone()),
+                    spec_hash: o.spec_hash.clone(),
+                    image: o.image.clone(),
+                    instance_type: o.instance_type.clone(),
+                    template_hash,
+                    created_at: previous.map_or(o.launched_at, |r| r.created_at),
+                    lifecycle: o.lifecycle,
+                    address: o.address.clone(),
+                    jobs,
+                    pending: None,
+                },
+            );
+        }
+        (Action::Adopt, false) => {
+            let Some(o) = &c.observed_resource else { return };
+            let key = crate::resource::resource_key(&o.kind, &o.name);
+            let depends_on = state.resources.get(&key).map(|r| r.depends_on.clone()).unwrap_or_default();
+            state.resources.insert(
+                key,
+                ResourceRecord {
+                    kind: o.kind.clone(),
+                    name: o.name.clone(),
+                    cloud_id: Some(o.cloud_id.clone()),
+                    spec_hash: o.spec_hash.clone(),
+                    depends_on,
+                    created_at: now,
+                    pending: None,
+                },
+            );
+        }
+        _ => {}
+    }
+}
+
+fn pending_record(name: &str, spec: &InstanceSpec, now: DateTime<Utc>) -> InstanceRecord {
+    InstanceRecord {
+        name: name.to_string(),
+        cloud_id: None,
+        spec_hash: spec.hash(),
+        image: spec.image.clone(),
+        instance_type: String::new(),
+        template_hash: spec.template_hash.clone(),
+        created_at: now,
+        lifecycle: Lifecycle::Unknown,
+        address: None,
+        jobs: JobFacts::default(),
+        pending: Some(PendingOp { op: PendingKind::Create, since: now }),
+    }
+}
+
+fn resource_record(spec: &ResourceSpec, cloud_id: Option<String>, now: DateTime<Utc>, pending: bool) -> ResourceRecord {
+    ResourceRecord {
+        kind: spec.kind.clone(),
+        name: spec.name.clone(),
+        cloud_id,
+        spec_hash: spec.hash(),
+        depends_on: spec.depends_on.clone(),
+        created_at: now,
+        pending: pending.then_some(PendingOp { op: PendingKind::Create, since: now }),
+    }
+}
+
+/// The tags every object of the stack carries.
+pub fn object_tags(scope: &Scope, name: &str, spec_hash: &str, kind: Option<&str>) -> BTreeMap<String, String> {
+    let mut t = BTreeMap::new();
+    t.insert(tags::STACK.to_string(), scope.stack.clone());
+    t.insert(tags::NAME.to_string(), name.to_string());
+    t.insert(tags::LINEAGE.to_string(), scope.lineage.clone());
+    t.insert(tags::SPEC.to_string(), spec_hash.to_string());
+    if let Some(k) = kind {
+        t.insert(tags::KIND.to_string(), k.to_string());
+    }
+    t
+}
+
+/// `error: cause: cause`, on one line.
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cur = c.source();
+    }
+    s
+}

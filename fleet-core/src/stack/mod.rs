@@ -1,0 +1,348 @@
+//! The stack file: what the user declared for one fleet.
+//!
+//! A stack is loaded from YAML by [`load`], which reports every problem with the file, line
+//! and column it comes from and a sentence on what to do. Sections that belong to one
+//! provider or state backend (`provider`, `state`) are kept as YAML trees here and decoded
+//! by their implementation through [`LoadedStack::section`], so adding a provider never
+//! touches this model.
+
+mod error;
+mod load;
+mod overrides;
+mod source_map;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::secret::Secret;
+
+pub use error::{StackError, StackErrorKind};
+pub use load::{load, load_str, EnvLookup};
+pub use overrides::Override;
+pub use source_map::{Location, SourceMap};
+
+/// One fleet, as declared in a stack file.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Stack {
+    /// The fleet's name: a DNS label, prefix of every instance name.
+    pub name: String,
+    /// Free text shown in plans.
+    #[serde(default)]
+    pub description: Option<String>,
+    /// Which cloud runs the VMs, and its settings (`kind` plus provider keys).
+    pub provider: ProviderSection,
+    /// What every runner VM looks like.
+    pub instance: InstanceConfig,
+    /// The GitLab runner each VM runs.
+    #[serde(default)]
+    pub runner: RunnerConfig,
+    /// How many VMs to keep.
+    #[serde(default)]
+    pub policy: PolicyConfig,
+    /// Where state lives.
+    #[serde(default)]
+    pub state: StateSection,
+    /// Templates rendered for each instance, relative to the stack file.
+    #[serde(default)]
+    pub templates: TemplatesConfig,
+    /// Supporting resources the instances use (key pairs, security groups, buckets).
+    #[serde(default)]
+    pub resources: Vec<ResourceDecl>,
+    /// How apply runs.
+    #[serde(default)]
+    pub apply: ApplyConfig,
+}
+
+/// `provider:`: the provider's `kind` and its own settings, decoded by the provider.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ProviderSection {
+    /// `sandbox`, `aws`, ...
+    pub kind: String,
+    /// Every other key, for the provider to decode.
+    #[serde(flatten)]
+    pub settings: BTreeMap<String, serde_yaml_ng::Value>,
+}
+
+/// `instance:`: the VM every runner gets.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InstanceConfig {
+    /// Image (AMI id, image name...).
+    pub image: String,
+    /// Instance types, most preferred first; the provider may fall back along the list.
+    pub types: Vec<String>,
+    /// Extra labels or tags put on every VM.
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+}
+
+/// `runner:`: the GitLab runner on each VM.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RunnerConfig {
+    /// GitLab's base URL.
+    #[serde(default)]
+    pub gitlab_url: Option<String>,
+    /// Runner tags.
+    #[serde(default)]
+    pub tags: Vec<String>,
+    /// Whether the runner takes jobs without tags.
+    #[serde(default = "default_true")]
+    pub run_untagged: bool,
+    /// Environment variable holding the GitLab token used to create runners.
+    #[serde(default)]
+    pub token_env: Option<String>,
+}
+
+impl Default for RunnerConfig {
+    fn default() -> Self {
+        RunnerConfig {
+            gitlab_url: None,
+            tags: Vec::new(),
+            run_untagged: true,
+            token_env: None,
+        }
+    }
+}
+
+/// `policy:`: how many VMs the fleet keeps.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PolicyConfig {
+    /// Never fewer VMs than this.
+    #[serde(default)]
+    pub min_instances: u32,
+    /// Never more VMs than this.
+    #[serde(default = "default_max_instances")]
+    pub max_instances: u32,
+    /// Jobs one VM runs at once (the runner's `concurrent`).
+    #[serde(default = "default_one")]
+    pub capacity_per_instance: u32,
+}
+
+impl Default for PolicyConfig {
+    fn default() -> Self {
+        PolicyConfig {
+            min_instances: 0,
+            max_instances: default_max_instances(),
+            capacity_per_instance: 1,
+        }
+    }
+}
+
+/// `state:`: the backend's `backend` kind and its own settings.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct StateSection {
+    /// `local` (default) or `s3`.
+    #[serde(default = "default_backend")]
+    pub backend: String,
+    /// Every other key, for the backend to decode.
+    #[serde(flatten)]
+    pub settings: BTreeMap<String, serde_yaml_ng::Value>,
+}
+
+impl Default for StateSection {
+    fn default() -> Self {
+        StateSection {
+            backend: default_backend(),
+            settings: BTreeMap::new(),
+        }
+    }
+}
+
+/// `templates:`: files rendered for each instance.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TemplatesConfig {
+    /// The cloud-init user data template.
+    #[serde(default)]
+    pub user_data: Option<PathBuf>,
+}
+
+/// One supporting resource in `resources:`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ResourceDecl {
+    /// Resource kind, as the provider names it (`key_pair`, ...).
+    pub kind: String,
+    /// Name inside the stack.
+    pub name: String,
+    /// Provider-specific properties.
+    #[serde(default)]
+    pub properties: BTreeMap<String, serde_json::Value>,
+    /// Other resources (`kind/name`) that must exist first.
+    #[serde(default)]
+    pub depends_on: Vec<String>,
+}
+
+/// `apply:`: how changes are executed.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApplyConfig {
+    /// Cloud calls in flight at once.
+    #[serde(default = "default_concurrency")]
+    pub concurrency: usize,
+    /// Instances per create or delete call (capped by the provider's own limit).
+    #[serde(default = "default_batch_size")]
+    pub batch_size: usize,
+}
+
+impl Default for ApplyConfig {
+    fn default() -> Self {
+        ApplyConfig {
+            concurrency: default_concurrency(),
+            batch_size: default_batch_size(),
+        }
+    }
+}
+
+fn default_true() -> bool {
+    true
+}
+fn default_one() -> u32 {
+    1
+}
+fn default_max_instances() -> u32 {
+    10
+}
+fn default_backend() -> String {
+    "local".into()
+}
+fn default_concurrency() -> usize {
+    4
+}
+fn default_batch_size() -> usize {
+    100
+}
+
+/// A stack together with where it came from, so later errors can still point into the file.
+#[derive(Debug, Clone)]
+pub struct LoadedStack {
+    /// The validated stack.
+    pub stack: Stack,
+    /// The file it was read from.
+    pub path: PathBuf,
+    /// Key positions in that file.
+    pub source_map: SourceMap,
+    /// `--set` overrides that were applied.
+    pub overrides: Vec<Override>,
+    /// Secrets read from the environment variables the stack names.
+    pub secrets: BTreeMap<String, Secret>,
+}
+
+impl LoadedStack {
+    /// The directory relative paths in the stack resolve against.
+    pub fn dir(&self) -> &Path {
+        self.path.parent().unwrap_or_else(|| Path::new("."))
+    }
+
+    /// Resolves a path written in the stack against the stack's directory.
+    pub fn resolve(&self, p: &Path) -> PathBuf {
+        if p.is_absolute() {
+            p.to_path_buf()
+        } else {
+            self.dir().join(p)
+        }
+    }
+
+    /// Where `path` (a dotted key path such as `policy.max_instances`) was set, for messages.
+    pub fn origin(&self, path: &str) -> String {
+        load::origin(&self.path, &self.source_map, &self.overrides, path)
+    }
+
+    /// An error about the value at `path`, located in the file.
+    pub fn error_at(&self, path: &str, message: impl Into<String>, hint: impl Into<String>) -> StackError {
+        StackError::new(
+            self.origin(path),
+            StackErrorKind::Invalid {
+                message: message.into(),
+                hint: hint.into(),
+            },
+        )
+    }
+
+    /// Decodes a provider or backend section (`provider`, `state`) into its settings type,
+    /// with located errors and key suggestions. `skip` names keys the core already used.
+    pub fn section<T: serde::de::DeserializeOwned>(
+        &self,
+        section: &str,
+        settings: &BTreeMap<String, serde_yaml_ng::Value>,
+    ) -> Result<T, StackError> {
+        load::decode_section(self, section, settings)
+    }
+
+    /// The secret read from the environment variable `name`, if the stack named it.
+    pub fn secret(&self, env_name: &str) -> Option<&Secret> {
+        self.secrets.get(env_name)
+    }
+}
+
+/// Parses a duration written as `90s`, `5m`, `1h` or a plain number of seconds.
+pub fn parse_duration(text: &str) -> Option<Duration> {
+    let t = text.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let n: u64 = num.parse().ok()?;
+    let secs = match unit.trim() {
+        "" | "s" => n,
+        "ms" => return Some(Duration::from_millis(n)),
+        "m" => n.checked_mul(60)?,
+        "h" => n.checked_mul(3600)?,
+        _ => return None,
+    };
+    Some(Duration::from_secs(secs))
+}
+
+/// Serde adapter for durations written as `90s`, `5m`, `1h` or seconds.
+pub mod duration_serde {
+    use std::time::Duration;
+
+    use serde::{de, Deserialize, Deserializer, Serializer};
+
+    /// Reads a duration.
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Secs(u64),
+            Text(String),
+        }
+        match Raw::deserialize(d)? {
+            Raw::Secs(s) => Ok(Duration::from_secs(s)),
+            Raw::Text(t) => super::parse_duration(&t).ok_or_else(|| {
+                de::Error::custom(format!(
+                    "`{t}` is not a duration; write it like `90s`, `5m`, `1h` or `250ms`"
+                ))
+            }),
+        }
+    }
+
+    /// Writes a duration as `<n>ms` or `<n>s`.
+    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        if d.subsec_millis() != 0 {
+            s.serialize_str(&format!("{}ms", d.as_millis()))
+        } else {
+            s.serialize_str(&format!("{}s", d.as_secs()))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_parse_in_common_units() {
+        assert_eq!(parse_duration("90s"), Some(Duration::from_secs(90)));
+        assert_eq!(parse_duration("5m"), Some(Duration::from_secs(300)));
+        assert_eq!(parse_duration("2h"), Some(Duration::from_secs(7200)));
+        assert_eq!(parse_duration("250ms"), Some(Duration::from_millis(250)));
+        assert_eq!(parse_duration("12"), Some(Duration::from_secs(12)));
+        assert_eq!(parse_duration("5 parsecs"), None);
+        assert_eq!(parse_duration(""), None);
+    }
+}

@@ -1,0 +1,202 @@
+//! State: what the last apply recorded about the fleet.
+//!
+//! The state is one JSON document with a `format_version` (read first, then dispatched and
+//! upgraded step by step), a `serial` that every write increments, and a `lineage` set
+//! once when the state is created. Instance and resource records carry a `pending`
+//! operation while a cloud call is in flight, so a crash leaves a visible trail that the
+//! next plan settles. Secrets are never recorded here.
+
+mod backend;
+pub mod format;
+mod local;
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+pub use backend::{LockInfo, StateBackend, StateError};
+pub use format::{FormatError, FORMAT_VERSION};
+pub use local::{LocalBackend, LocalSettings};
+
+/// The recorded fleet.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct State {
+    /// Version of this document's format.
+    pub format_version: u32,
+    /// Incremented on every write; a saved plan is applied only on the serial it was made on.
+    pub serial: u64,
+    /// Identity of this state, set once; distinguishes a recreated state from the old one.
+    pub lineage: String,
+    /// The stack this state belongs to.
+    pub stack: String,
+    /// Index the next new instance name gets.
+    pub next_index: u64,
+    /// Instance records by name.
+    #[serde(default)]
+    pub instances: BTreeMap<String, InstanceRecord>,
+    /// Supporting resource records by `kind/name`.
+    #[serde(default)]
+    pub resources: BTreeMap<String, ResourceRecord>,
+}
+
+impl State {
+    /// A new, never written state (serial 0).
+    pub fn new(stack: impl Into<String>, lineage: impl Into<String>) -> State {
+        State {
+            format_version: FORMAT_VERSION,
+            serial: 0,
+            lineage: lineage.into(),
+            stack: stack.into(),
+            next_index: 1,
+            instances: BTreeMap::new(),
+            resources: BTreeMap::new(),
+        }
+    }
+
+    /// Whether nothing is recorded.
+    pub fn is_empty(&self) -> bool {
+        self.instances.is_empty() && self.resources.is_empty()
+    }
+}
+
+/// One runner VM, as recorded.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct InstanceRecord {
+    /// Name inside the stack (also the hostname).
+    pub name: String,
+    /// The cloud's id, once the cloud has answered.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cloud_id: Option<String>,
+    /// Spec hash at creation.
+    pub spec_hash: String,
+    /// Image it was created from.
+    pub image: String,
+    /// Instance type the cloud gave it (empty until known).
+    #[serde(default)]
+    pub instance_type: String,
+    /// Template hash it was created with.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub template_hash: Option<String>,
+    /// When the create was issued or the instance was adopted.
+    pub created_at: DateTime<Utc>,
+    /// Last lifecycle state the cloud reported.
+    pub lifecycle: Lifecycle,
+    /// Address, when the cloud reports one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub address: Option<String>,
+    /// Last-known job facts.
+    #[serde(default)]
+    pub jobs: JobFacts,
+    /// A cloud call in flight (or interrupted).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pending: Option<PendingOp>,
+}
+
+/// A VM's lifecycle state as the cloud sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Lifecycle {
+    /// Created, not yet running.
+    Booting,
+    /// Running.
+    Running,
+    /// Being stopped.
+    Stopping,
+    /// Stopped (disk kept, compute not billed).
+    Stopped,
+    /// Being started again.
+    Starting,
+    /// Being terminated.
+    Terminating,
+    /// Terminated (gone).
+    Terminated,
+    /// Not known (before the first observation).
+    Unknown,
+}
+
+impl Lifecycle {
+    /// Whether the VM is gone or going and should not count towards the fleet.
+    pub fn is_gone(self) -> bool {
+        matches!(self, Lifecycle::Terminating | Lifecycle::Terminated)
+    }
+
+    /// Lowercase name, as in the state file.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Lifecycle::Booting => "booting",
+            Lifecycle::Running => "running",
+            Lifecycle::Stopping => "stopping",
+            Lifecycle::Stopped => "stopped",
+            Lifecycle::Starting => "starting",
+            Lifecycle::Terminating => "terminating",
+            Lifecycle::Terminated => "terminated",
+            Lifecycle::Unknown => "unknown",
+        }
+    }
+}
+
+/// What the fleet last knew about a VM's jobs.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct JobFacts {
+    /// Jobs the VM has run.
+    #[serde(default)]
+    pub jobs_run: u64,
+    /// Jobs running on it when last observed.
+    #[serde(default)]
+    pub running: u32,
+    /// When its last job ended.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_job_end: Option<DateTime<Utc>>,
+    /// The GitLab runner id registered for it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub runner_id: Option<u64>,
+}
+
+/// A cloud call recorded before it is made, settled after.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PendingOp {
+    /// What was being done.
+    pub op: PendingKind,
+    /// When the call was issued.
+    pub since: DateTime<Utc>,
+}
+
+/// The kind of a pending operation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PendingKind {
+    /// Being created.
+    Create,
+    /// Being deleted.
+    Delete,
+}
+
+/// One supporting resource, as recorded.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ResourceRecord {
+    /// Kind.
+    pub kind: String,
+    /// Name inside the stack.
+    pub name: String,
+    /// The cloud's id, once known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cloud_id: Option<String>,
+    /// Spec hash at creation.
+    pub spec_hash: String,
+    /// Keys it depends on (kept so it is deleted in the right order after leaving the stack).
+    #[serde(default)]
+    pub depends_on: Vec<String>,
+    /// When it was created or adopted.
+    pub created_at: DateTime<Utc>,
+    /// A cloud call in flight (or interrupted).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pending: Option<PendingOp>,
+}
+
+impl ResourceRecord {
+    /// `kind/name`.
+    pub fn key(&self) -> String {
+        crate::resource::resource_key(&self.kind, &self.name)
+    }
+}

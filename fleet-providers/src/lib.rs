@@ -1,0 +1,58 @@
+//! Implementations of fleet-core's traits, and the factory that picks them from a stack.
+//!
+//! * [`sandbox`]: the embedded sandbox cloud, the default for demos and tests. It is a
+//!   stand-in for nothing: it exists so the engine can be run and tested with no account.
+
+pub mod sandbox;
+
+use fleet_core::cloud::Cloud;
+use fleet_core::stack::{LoadedStack, StackError};
+use fleet_core::state::{LocalBackend, StateBackend};
+
+/// Provider kinds this build knows.
+pub const PROVIDERS: &[&str] = &["sandbox"];
+
+/// State backends this build knows.
+pub const BACKENDS: &[&str] = &["local"];
+
+/// The cloud a stack's `provider:` section describes.
+pub fn cloud_for(loaded: &LoadedStack) -> Result<Box<dyn Cloud>, StackError> {
+    let kind = loaded.stack.provider.kind.as_str();
+    match kind {
+        "sandbox" => {
+            let default_dir = match backend_kind(loaded) {
+                "local" => LocalBackend::from_stack(loaded)?
+                    .path()
+                    .parent()
+                    .map(|p| p.to_path_buf())
+                    .unwrap_or_else(|| loaded.dir().join(".fleet")),
+                _ => loaded.dir().join(".fleet"),
+            };
+            Ok(Box::new(sandbox::SandboxCloud::from_stack(loaded, &default_dir)?))
+        }
+        other => Err(unknown(loaded, "provider.kind", "provider", other, PROVIDERS)),
+    }
+}
+
+/// The state backend a stack's `state:` section describes.
+pub fn backend_for(loaded: &LoadedStack) -> Result<Box<dyn StateBackend>, StackError> {
+    match backend_kind(loaded) {
+        "local" => Ok(Box::new(LocalBackend::from_stack(loaded)?)),
+        other => Err(unknown(loaded, "state.backend", "state backend", other, BACKENDS)),
+    }
+}
+
+fn backend_kind(loaded: &LoadedStack) -> &str {
+    loaded.stack.state.backend.as_str()
+}
+
+fn unknown(loaded: &LoadedStack, path: &str, what: &str, got: &str, known: &[&str]) -> StackError {
+    let close = known
+        .iter()
+        .find(|k| got.len() > 1 && (k.starts_with(&got[..2]) || got.starts_with(&k[..2])));
+    let hint = match close {
+        Some(k) => format!("did you mean `{k}`? (this build knows: {})", known.join(", ")),
+        None => format!("this build knows: {}", known.join(", ")),
+    };
+    loaded.error_at(path, format!("unknown {what} `{got}`"), hint)
+}
