@@ -17,7 +17,7 @@ use chrono::{DateTime, Utc};
 
 use crate::cloud::{Observed, ObservedInstance, ObservedResource};
 use crate::naming;
-use crate::plan::{Action, Change, Operation, Plan, INSTANCE, PLAN_FORMAT_VERSION};
+use crate::plan::{instances, Action, Change, Operation, Plan, INSTANCE, PLAN_FORMAT_VERSION};
 use crate::policy::Decision;
 use crate::resource::{topo_order, ResourceSpec};
 use crate::spec::InstanceSpec;
@@ -371,7 +371,7 @@ fn plan_instances(input: &PlanInput<'_>, live: &[Live], changes: &mut Vec<Change
                 let l = &live[i];
                 let mut why = match input.operation {
                     Operation::Destroy => "destroy: nothing is wanted".to_string(),
-                    _ => format!("scale in: {have} -> {want} instances"),
+                    _ => format!("scale in: {have} -> {}", instances(want as u64)),
                 };
                 if let Some(d) = &drift[i] {
                     why.push_str(&format!(" (also out of date: {d})"));
@@ -383,7 +383,8 @@ fn plan_instances(input: &PlanInput<'_>, live: &[Live], changes: &mut Vec<Change
             }
         } else {
             notes.push(format!(
-                "keeping {have} instances although {want} are wanted: demand is unknown, and the fleet never scales in on unknown demand"
+                "keeping {} although {want} wanted: demand is unknown, and the fleet never scales in on unknown demand",
+                instances(have as u64)
             ));
         }
     }
@@ -418,7 +419,7 @@ fn plan_instances(input: &PlanInput<'_>, live: &[Live], changes: &mut Vec<Change
                 Action::Create,
                 INSTANCE,
                 new_name(),
-                format!("scale out: {have} -> {want} instances"),
+                format!("scale out: {have} -> {}", instances(want as u64)),
             );
             c.instance = Some(desired.spec.clone());
             creates.push(c);

@@ -24,14 +24,18 @@ impl fmt::Display for PlanDisplay<'_> {
         };
         writeln!(f, "Stack {} ({op}) on {}; {serial}", p.stack, p.cloud)?;
         if let (Some(desired), Some(why)) = (p.desired, &p.decision) {
-            writeln!(f, "Desired: {desired} instances ({why})")?;
+            writeln!(f, "Desired: {} ({why})", instances(u64::from(desired)))?;
         }
         for note in &p.notes {
             writeln!(f, "Note: {note}")?;
         }
         writeln!(f)?;
         if p.changes.is_empty() {
-            return writeln!(f, "No changes. The fleet matches the stack.");
+            return if p.notes.is_empty() {
+                writeln!(f, "No changes. The fleet matches the stack.")
+            } else {
+                writeln!(f, "No changes.")
+            };
         }
         let rows: Vec<(&str, &str, String, &str)> = p
             .changes
@@ -66,5 +70,14 @@ impl fmt::Display for PlanDisplay<'_> {
             "Plan: {} to create, {} to replace, {} to delete, {} to adopt, {} to forget.",
             s.create, s.replace, s.delete, s.adopt, s.forget
         )
+    }
+}
+
+/// `1 instance`, `3 instances`.
+pub fn instances(n: u64) -> String {
+    if n == 1 {
+        "1 instance".to_string()
+    } else {
+        format!("{n} instances")
     }
 }

@@ -13,7 +13,7 @@ use crate::cloud::{ObservedInstance, ObservedResource};
 use crate::resource::ResourceSpec;
 use crate::spec::InstanceSpec;
 
-pub use display::PlanDisplay;
+pub use display::{instances, PlanDisplay};
 
 /// Version of the saved plan format.
 pub const PLAN_FORMAT_VERSION: u32 = 1;

@@ -1,0 +1,207 @@
+//! Stack loading: every error names file:line:column (or the --set flag) and says what to do.
+
+use std::path::Path;
+
+use fleet_core::stack::{load_str, LoadedStack, Override, StackError};
+
+const BASE: &str = "\
+name: ci
+provider:
+  kind: sandbox
+  boot_time: 5s
+instance:
+  image: debian-12
+  types: [small]
+runner:
+  tags: [docker]
+policy:
+  min_instances: 1
+  max_instances: 4
+";
+
+fn no_env(_: &str) -> Option<String> {
+    None
+}
+
+fn load(text: &str) -> Result<LoadedStack, StackError> {
+    load_str(Path::new("stacks/x.yaml"), text, &[], &no_env)
+}
+
+fn load_with(text: &str, sets: &[&str]) -> Result<LoadedStack, StackError> {
+    let o: Vec<Override> = sets.iter().map(|s| Override::parse(s).unwrap()).collect();
+    load_str(Path::new("stacks/x.yaml"), text, &o, &no_env)
+}
+
+fn err(text: &str) -> String {
+    load(text).expect_err("must fail").to_string()
+}
+
+#[test]
+fn a_valid_stack_loads_with_defaults() {
+    let l = load(BASE).unwrap();
+    assert_eq!(l.stack.name, "ci");
+    assert_eq!(l.stack.policy.capacity_per_instance, 1);
+    assert_eq!(l.stack.state.backend, "local");
+    assert_eq!(l.stack.apply.concurrency, 4);
+    assert!(l.stack.runner.run_untagged);
+}
+
+#[test]
+fn unknown_key_names_file_line_column_and_suggests() {
+    let text = BASE.replace("  max_instances: 4", "  max_instance: 4");
+    assert_eq!(
+        err(&text),
+        "unknown key `max_instance` at stacks/x.yaml:12:3; did you mean `max_instances`?"
+    );
+}
+
+#[test]
+fn unknown_top_level_key_without_a_close_match_lists_valid_keys() {
+    let text = format!("{BASE}zzzzzzzz: 1\n");
+    let e = err(&text);
+    assert!(e.starts_with("unknown key `zzzzzzzz` at stacks/x.yaml:13:1; valid keys here: name, "), "{e}");
+}
+
+#[test]
+fn wrong_types_are_located() {
+    let text = BASE.replace("min_instances: 1", "min_instances: lots");
+    let e = err(&text);
+    assert!(e.contains("`policy.min_instances`"), "{e}");
+    assert!(e.ends_with("at stacks/x.yaml:11:3"), "{e}");
+}
+
+#[test]
+fn missing_sections_are_named() {
+    let text = BASE.replace("instance:\n  image: debian-12\n  types: [small]\n", "");
+    let e = err(&text);
+    assert!(e.contains("missing field `instance`"), "{e}");
+}
+
+#[test]
+fn yaml_syntax_errors_are_located() {
+    let e = err("name: ci\npolicy: [1, 2\n");
+    assert!(e.starts_with("invalid YAML at stacks/x.yaml:"), "{e}");
+}
+
+#[test]
+fn empty_files_are_refused() {
+    assert!(err("").contains("the stack file is empty"));
+}
+
+#[test]
+fn min_above_max_is_a_located_error() {
+    let text = BASE.replace("min_instances: 1", "min_instances: 9");
+    assert_eq!(
+        err(&text),
+        "policy.min_instances (9) is greater than policy.max_instances (4) at stacks/x.yaml:11:3; lower min_instances or raise max_instances"
+    );
+}
+
+#[test]
+fn empty_instance_type_list_is_refused() {
+    let e = err(&BASE.replace("types: [small]", "types: []"));
+    assert_eq!(e, "instance type list is empty at stacks/x.yaml:7:3; list at least one instance type");
+}
+
+#[test]
+fn names_too_long_once_prefixed_are_refused() {
+    let long = "a".repeat(57);
+    let e = err(&BASE.replace("name: ci", &format!("name: {long}")));
+    assert!(e.contains("instance names would reach 64 characters"), "{e}");
+    assert!(e.contains("at stacks/x.yaml:1:1"), "{e}");
+    assert!(load(&BASE.replace("name: ci", &format!("name: {}", "a".repeat(56)))).is_ok());
+}
+
+#[test]
+fn names_that_are_not_hostnames_are_refused() {
+    let e = err(&BASE.replace("name: ci", "name: My_Fleet"));
+    assert!(e.contains("contains `M`"), "{e}");
+}
+
+#[test]
+fn missing_environment_variables_are_named() {
+    let text = BASE.replace("  tags: [docker]", "  tags: [docker]\n  token_env: FLEET_TEST_TOKEN_UNSET");
+    assert_eq!(
+        err(&text),
+        "environment variable `FLEET_TEST_TOKEN_UNSET` (named by `runner.token_env` at stacks/x.yaml:10:3) is not set; export it, or remove `runner.token_env` from the stack"
+    );
+    let env = |k: &str| (k == "FLEET_TEST_TOKEN_UNSET").then(|| "glrt-secret".to_string());
+    let l = load_str(Path::new("stacks/x.yaml"), &text, &[], &env).unwrap();
+    let s = l.secret("FLEET_TEST_TOKEN_UNSET").unwrap();
+    assert_eq!(s.expose(), "glrt-secret");
+    assert!(!format!("{l:?}").contains("glrt-secret"), "secrets must not appear in Debug output");
+}
+
+#[test]
+fn resource_dependencies_must_exist_and_not_cycle() {
+    let text = format!("{BASE}resources:\n  - kind: key_pair\n    name: a\n    depends_on: [key_pair/nope]\n");
+    let e = err(&text);
+    assert!(e.contains("`key_pair/nope` is not a resource of this stack at stacks/x.yaml:16:18"), "{e}");
+
+    let text = format!(
+        "{BASE}resources:\n  - kind: k\n    name: a\n    depends_on: [k/b]\n  - kind: k\n    name: b\n    depends_on: [k/a]\n"
+    );
+    assert!(err(&text).contains("cycle (k/a, k/b)"));
+
+    let text = format!("{BASE}resources:\n  - kind: k\n    name: a\n  - kind: k\n    name: a\n");
+    assert!(err(&text).contains("declared twice"));
+}
+
+#[test]
+fn set_overrides_values_like_terraform_var() {
+    let l = load_with(BASE, &["policy.min_instances=3", "runner.tags=[a, b]"]).unwrap();
+    assert_eq!(l.stack.policy.min_instances, 3);
+    assert_eq!(l.stack.runner.tags, vec!["a", "b"]);
+}
+
+#[test]
+fn errors_caused_by_set_name_the_flag() {
+    let e = load_with(BASE, &["policy.min_instances=7"]).unwrap_err().to_string();
+    assert!(e.contains("at --set policy.min_instances=7"), "{e}");
+    let e = load_with(BASE, &["policy.max_instance=7"]).unwrap_err().to_string();
+    assert_eq!(e, "unknown key `max_instance` at --set policy.max_instance=7; did you mean `max_instances`?");
+}
+
+#[test]
+fn provider_sections_are_decoded_with_located_errors() {
+    #[derive(Debug, serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    #[allow(dead_code)]
+    struct Settings {
+        boot_time: String,
+        #[serde(default)]
+        latency: Option<String>,
+    }
+    let l = load(&BASE.replace("boot_time: 5s", "boot_tme: 5s")).unwrap();
+    let e = l.section::<Settings>("provider", &l.stack.provider.settings).unwrap_err().to_string();
+    assert_eq!(e, "unknown key `boot_tme` at stacks/x.yaml:4:3; did you mean `boot_time`?");
+}
+
+#[test]
+fn durations_reject_nonsense_with_a_hint() {
+    #[derive(Debug, serde::Deserialize)]
+    #[allow(dead_code)]
+    struct Settings {
+        #[serde(with = "fleet_core::stack::duration_serde")]
+        boot_time: std::time::Duration,
+    }
+    let l = load(&BASE.replace("boot_time: 5s", "boot_time: soon")).unwrap();
+    let e = l.section::<Settings>("provider", &l.stack.provider.settings).unwrap_err().to_string();
+    assert!(e.contains("`soon` is not a duration"), "{e}");
+    assert!(e.contains("stacks/x.yaml:4:3"), "{e}");
+}
+
+#[test]
+fn the_example_stacks_load() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../stacks");
+    let mut n = 0;
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let p = entry.unwrap().path();
+        if p.extension().is_some_and(|e| e == "yaml") {
+            let env = |_: &str| Some("test-value".to_string());
+            fleet_core::stack::load(&p, &[], &env).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
+            n += 1;
+        }
+    }
+    assert!(n >= 1, "no example stacks found in {}", dir.display());
+}
