@@ -91,9 +91,12 @@ pub async fn refresh(g: &Global) -> Result<u8> {
 
 async fn converge(g: &Global, ctx: &Ctx, operation: Operation, yes: bool, saved: Option<&Path>) -> Result<u8> {
     let fleet = ctx.fleet();
-    let mut state = fleet.read_state(new_lineage).await?;
+    let saved = saved.map(read_plan).transpose()?;
+    // A plan saved before any state existed names the lineage the new state must get.
+    let lineage = saved.as_ref().map(|p| p.lineage.clone());
+    let mut state = fleet.read_state(|| lineage.unwrap_or_else(new_lineage)).await?;
     let (plan, observed) = match saved {
-        Some(path) => (read_plan(path)?, None),
+        Some(plan) => (plan, None),
         None => {
             let observed = fleet.observe(&state).await?;
             let plan = fleet.plan(operation, &state, &observed, Utc::now()).await?;
