@@ -21,7 +21,14 @@ fn clock() -> chrono::DateTime<Utc> {
     Utc::now()
 }
 
-async fn execute(ctx: &Ctx, plan: &Plan, state: &mut State, observed: Option<&fleet_core::cloud::Observed>, dry_run: bool, progress: &dyn Progress) -> Result<ApplyReport> {
+async fn execute(
+    ctx: &Ctx,
+    plan: &Plan,
+    state: &mut State,
+    observed: Option<&fleet_core::cloud::Observed>,
+    dry_run: bool,
+    progress: &dyn Progress,
+) -> Result<ApplyReport> {
     let fleet = ctx.fleet();
     let a = &ctx.loaded.stack.apply;
     let executor = Executor {
@@ -45,21 +52,32 @@ pub async fn preview(g: &Global, detailed: bool, out: Option<&Path>) -> Result<u
     let fleet = ctx.fleet();
     let mut state = fleet.read_state(new_lineage).await?;
     let observed = fleet.observe(&state).await?;
-    let plan = fleet.plan(Operation::Up, &state, &observed, Utc::now()).await?;
+    let plan = fleet
+        .plan(Operation::Up, &state, &observed, Utc::now())
+        .await?;
     execute(&ctx, &plan, &mut state, Some(&observed), true, &NoProgress).await?;
     if let Some(path) = out {
         let body = serde_json::to_vec_pretty(&plan)?;
-        std::fs::write(path, body).with_context(|| format!("cannot write the plan to {}", path.display()))?;
+        std::fs::write(path, body)
+            .with_context(|| format!("cannot write the plan to {}", path.display()))?;
     }
     if g.json {
         println!("{}", serde_json::to_string_pretty(&plan)?);
     } else {
         output::print_plan(&plan);
         if let Some(path) = out {
-            println!("\nSaved the plan to {}; apply it with `fleet-cli up --plan {}`.", path.display(), path.display());
+            println!(
+                "\nSaved the plan to {}; apply it with `fleet-cli up --plan {}`.",
+                path.display(),
+                path.display()
+            );
         }
     }
-    Ok(if detailed && !plan.is_empty() { EXIT_CHANGES } else { 0 })
+    Ok(if detailed && !plan.is_empty() {
+        EXIT_CHANGES
+    } else {
+        0
+    })
 }
 
 /// `up`: converge, or apply a saved plan.
@@ -89,12 +107,20 @@ pub async fn refresh(g: &Global) -> Result<u8> {
     result
 }
 
-async fn converge(g: &Global, ctx: &Ctx, operation: Operation, yes: bool, saved: Option<&Path>) -> Result<u8> {
+async fn converge(
+    g: &Global,
+    ctx: &Ctx,
+    operation: Operation,
+    yes: bool,
+    saved: Option<&Path>,
+) -> Result<u8> {
     let fleet = ctx.fleet();
     let saved = saved.map(read_plan).transpose()?;
     // A plan saved before any state existed names the lineage the new state must get.
     let lineage = saved.as_ref().map(|p| p.lineage.clone());
-    let mut state = fleet.read_state(|| lineage.unwrap_or_else(new_lineage)).await?;
+    let mut state = fleet
+        .read_state(|| lineage.unwrap_or_else(new_lineage))
+        .await?;
     let (plan, observed) = match saved {
         Some(plan) => (plan, None),
         None => {
@@ -109,7 +135,10 @@ async fn converge(g: &Global, ctx: &Ctx, operation: Operation, yes: bool, saved:
     }
     if plan.is_empty() && operation != Operation::Refresh {
         if g.json {
-            println!("{}", json!({ "plan": plan, "result": ApplyReport { serial: state.serial, ..ApplyReport::default() } }));
+            println!(
+                "{}",
+                json!({ "plan": plan, "result": ApplyReport { serial: state.serial, ..ApplyReport::default() } })
+            );
         }
         return Ok(0);
     }
@@ -118,13 +147,16 @@ async fn converge(g: &Global, ctx: &Ctx, operation: Operation, yes: bool, saved:
         _ => "apply these changes",
     };
     if !yes && !plan.is_empty() && !output::confirm(verb)? {
-        println!("Nothing was changed.");
+        eprintln!("Nothing was changed.");
         return Ok(1);
     }
     let progress = CliProgress::new(g.json);
     let report = execute(ctx, &plan, &mut state, observed.as_ref(), false, &progress).await?;
     if g.json {
-        println!("{}", serde_json::to_string_pretty(&json!({ "plan": plan, "result": report }))?);
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&json!({ "plan": plan, "result": report }))?
+        );
     } else {
         output::print_report(&report);
     }
@@ -132,15 +164,20 @@ async fn converge(g: &Global, ctx: &Ctx, operation: Operation, yes: bool, saved:
 }
 
 fn read_plan(path: &Path) -> Result<Plan> {
-    let bytes = std::fs::read(path).with_context(|| format!("cannot read the saved plan {}", path.display()))?;
+    let bytes = std::fs::read(path)
+        .with_context(|| format!("cannot read the saved plan {}", path.display()))?;
     let v: serde_json::Value = serde_json::from_slice(&bytes)
         .with_context(|| format!("{} is not a saved plan (not JSON)", path.display()))?;
     match v.get("format_version").and_then(|v| v.as_u64()) {
         Some(n) if n == u64::from(PLAN_FORMAT_VERSION) => {}
-        Some(n) => bail!("{} is a plan of format {n}; this build reads format {PLAN_FORMAT_VERSION}", path.display()),
+        Some(n) => bail!(
+            "{} is a plan of format {n}; this build reads format {PLAN_FORMAT_VERSION}",
+            path.display()
+        ),
         None => bail!("{} is not a saved plan (no format_version)", path.display()),
     }
-    serde_json::from_value(v).with_context(|| format!("{} is not a valid saved plan", path.display()))
+    serde_json::from_value(v)
+        .with_context(|| format!("{} is not a valid saved plan", path.display()))
 }
 
 /// `state list`.
@@ -157,25 +194,55 @@ pub async fn state_list(g: &Global) -> Result<u8> {
     if g.json {
         let instances: Vec<&InstanceRecord> = state.instances.values().collect();
         let resources: Vec<_> = state.resources.values().collect();
-        println!("{}", serde_json::to_string_pretty(&json!({ "serial": state.serial, "lineage": state.lineage, "instances": instances, "resources": resources }))?);
+        println!(
+            "{}",
+            serde_json::to_string_pretty(
+                &json!({ "serial": state.serial, "lineage": state.lineage, "instances": instances, "resources": resources })
+            )?
+        );
         return Ok(0);
     }
-    println!("State {} (serial {}, lineage {})", ctx.backend.location(), state.serial, state.lineage);
-    let w = state.instances.keys().map(String::len).max().unwrap_or(4).max(4);
-    println!("{:<w$}  {:<12}  {:<10}  {:<10}  {:<20}  PENDING", "NAME", "CLOUD ID", "LIFECYCLE", "TYPE", "CREATED");
+    println!(
+        "State {} (serial {}, lineage {})",
+        ctx.backend.location(),
+        state.serial,
+        state.lineage
+    );
+    let w = state
+        .instances
+        .keys()
+        .map(String::len)
+        .max()
+        .unwrap_or(4)
+        .max(4);
+    println!(
+        "{:<w$}  {:<12}  {:<10}  {:<10}  {:<20}  PENDING",
+        "NAME", "CLOUD ID", "LIFECYCLE", "TYPE", "CREATED"
+    );
     for r in state.instances.values() {
         println!(
             "{:<w$}  {:<12}  {:<10}  {:<10}  {:<20}  {}",
             r.name,
             r.cloud_id.as_deref().unwrap_or("-"),
             r.lifecycle.as_str(),
-            if r.instance_type.is_empty() { "-" } else { &r.instance_type },
+            if r.instance_type.is_empty() {
+                "-"
+            } else {
+                &r.instance_type
+            },
             r.created_at.format("%Y-%m-%d %H:%M:%S"),
-            r.pending.as_ref().map(|p| format!("{:?}", p.op).to_lowercase()).unwrap_or_default()
+            r.pending
+                .as_ref()
+                .map(|p| format!("{:?}", p.op).to_lowercase())
+                .unwrap_or_default()
         );
     }
     for r in state.resources.values() {
-        println!("{:<w$}  {:<12}  resource", r.key(), r.cloud_id.as_deref().unwrap_or("-"));
+        println!(
+            "{:<w$}  {:<12}  resource",
+            r.key(),
+            r.cloud_id.as_deref().unwrap_or("-")
+        );
     }
     Ok(0)
 }
@@ -183,7 +250,11 @@ pub async fn state_list(g: &Global) -> Result<u8> {
 /// `state show NAME`.
 pub async fn state_show(g: &Global, name: &str) -> Result<u8> {
     let ctx = Ctx::load(g)?;
-    let state = ctx.backend.read().await?.unwrap_or_else(|| State::new(&ctx.loaded.stack.name, ""));
+    let state = ctx
+        .backend
+        .read()
+        .await?
+        .unwrap_or_else(|| State::new(&ctx.loaded.stack.name, ""));
     if let Some(r) = state.instances.get(name) {
         println!("{}", serde_json::to_string_pretty(r)?);
     } else if let Some(r) = state.resources.get(name) {
@@ -231,6 +302,13 @@ pub async fn state_import(g: &Global, name: &str, cloud_id: &str) -> Result<u8> 
         };
         if o.lifecycle.is_gone() {
             bail!("instance {cloud_id} is {}; only live instances can be imported", o.lifecycle.as_str());
+        }
+        let tagged = ctx.fleet().observe(&state).await?;
+        if !tagged.instances.iter().any(|i| i.cloud_id == o.cloud_id) {
+            bail!(
+                "instance {cloud_id} is not tagged `fleet:stack={}`, so the next plan could not see it and would forget it; tag it in the cloud first",
+                ctx.loaded.stack.name
+            );
         }
         let spec = ctx.fleet().instance_spec()?;
         state.instances.insert(

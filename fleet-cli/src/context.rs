@@ -62,9 +62,14 @@ impl Ctx {
         loop {
             match self.backend.lock(&info).await {
                 Ok(()) => return Ok(()),
-                Err(StateError::Locked { holder, location }) if started.elapsed() < g.lock_timeout => {
+                Err(StateError::Locked { holder, location })
+                    if started.elapsed() < g.lock_timeout =>
+                {
                     if !told {
-                        eprintln!("waiting up to {:?} for the state lock held by {holder}", g.lock_timeout);
+                        eprintln!(
+                            "waiting up to {:?} for the state lock held by {holder}",
+                            g.lock_timeout
+                        );
                         told = true;
                     }
                     let _ = location;

@@ -25,7 +25,12 @@ pub struct Cli {
 #[derive(Debug, Clone, Args)]
 pub struct Global {
     /// The stack file.
-    #[arg(long, global = true, env = "FLEET_STACK", default_value = "stacks/sandbox.yaml")]
+    #[arg(
+        long,
+        global = true,
+        env = "FLEET_STACK",
+        default_value = "stacks/sandbox.yaml"
+    )]
     pub stack: PathBuf,
     /// Override a stack value, like `terraform -var` (repeatable): --set policy.min_instances=3
     #[arg(long = "set", global = true, value_name = "PATH=VALUE")]
@@ -116,13 +121,17 @@ enum StateCommand {
 }
 
 fn parse_duration(s: &str) -> Result<Duration, String> {
-    fleet_core::stack::parse_duration(s).ok_or_else(|| format!("`{s}` is not a duration; write it like 30s, 5m or 1h"))
+    fleet_core::stack::parse_duration(s)
+        .ok_or_else(|| format!("`{s}` is not a duration; write it like 30s, 5m or 1h"))
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     output::init_logging(cli.global.verbose);
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(r) => r,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");
@@ -140,7 +149,9 @@ fn main() -> ExitCode {
             Command::State(StateCommand::List) => commands::state_list(g).await,
             Command::State(StateCommand::Show { name }) => commands::state_show(g, name).await,
             Command::State(StateCommand::Rm { name }) => commands::state_rm(g, name).await,
-            Command::State(StateCommand::Import { name, cloud_id }) => commands::state_import(g, name, cloud_id).await,
+            Command::State(StateCommand::Import { name, cloud_id }) => {
+                commands::state_import(g, name, cloud_id).await
+            }
         }
     });
     match result {

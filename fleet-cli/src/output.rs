@@ -67,7 +67,13 @@ pub fn print_report(report: &ApplyReport) {
         report.serial
     );
     for f in &report.failed {
-        eprintln!("failed: {} {} {}: {}", f.action.as_str(), f.kind, f.name, f.error);
+        eprintln!(
+            "failed: {} {} {}: {}",
+            f.action.as_str(),
+            f.kind,
+            f.name,
+            f.error
+        );
     }
     if !report.failed.is_empty() {
         eprintln!("Run the same command again to retry the failed changes; finished changes are recorded.");
@@ -81,8 +87,8 @@ pub fn confirm(what: &str) -> anyhow::Result<bool> {
             "refusing to {what} without --yes: stdin is not a terminal, so nobody can confirm; pass --yes to apply"
         );
     }
-    print!("Do you want to {what}? Only 'yes' will be accepted: ");
-    std::io::stdout().flush()?;
+    eprint!("Do you want to {what}? Only 'yes' will be accepted: ");
+    std::io::stderr().flush()?;
     let mut line = String::new();
     std::io::stdin().lock().read_line(&mut line)?;
     Ok(line.trim() == "yes")
@@ -173,7 +179,10 @@ fn hint(e: &anyhow::Error) -> Option<&'static str> {
                 _ => continue,
             });
         }
-        if cause.downcast_ref::<fleet_core::stack::StackError>().is_some() {
+        if cause
+            .downcast_ref::<fleet_core::stack::StackError>()
+            .is_some()
+        {
             return Some("fix the stack file (or the --set flag) and run the command again");
         }
         if let Some(a) = cause.downcast_ref::<fleet_core::apply::ApplyError>() {

@@ -14,14 +14,17 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use chrono::{DateTime, Utc};
 use futures_util::stream::{self, StreamExt};
 
-use crate::cloud::{Cloud, CloudError, CreateInstance, CreateOutcome, DeleteOutcome, ObservedInstance, Scope};
+use crate::cloud::{
+    Cloud, CloudError, CreateInstance, CreateOutcome, DeleteOutcome, ObservedInstance, Scope,
+};
 use crate::naming::{self, tags};
 use crate::plan::{Action, Change, Plan, Summary};
 use crate::planner::refresh_facts;
 use crate::resource::ResourceSpec;
 use crate::spec::InstanceSpec;
 use crate::state::{
-    InstanceRecord, JobFacts, Lifecycle, PendingKind, PendingOp, ResourceRecord, State, StateBackend, StateError,
+    InstanceRecord, JobFacts, Lifecycle, PendingKind, PendingOp, ResourceRecord, State,
+    StateBackend, StateError,
 };
 
 /// How to apply.
@@ -99,24 +102,24 @@ pub enum ApplyError {
     #[error("could not record progress in state; stopped before the next cloud call")]
     State(#[from] StateError),
     /// A saved plan was made on another state.
-    #[error("the saved plan was made on state serial {planned} (lineage {planned_lineage}), but the state is now at serial {current} (lineage {current_lineage}); make a new plan")]
+    #[error("the saved plan was made on state serial {planned} (lineage {planned_lineage}), but the stored state is at serial {stored} (lineage {stored_lineage}); make a new plan")]
     StalePlan {
         /// Serial in the plan.
         planned: u64,
-        /// Serial now.
-        current: u64,
+        /// Serial stored now.
+        stored: u64,
         /// Lineage in the plan.
         planned_lineage: String,
-        /// Lineage now.
-        current_lineage: String,
+        /// Lineage stored now.
+        stored_lineage: String,
     },
     /// The plan is for another stack.
-    #[error("the saved plan is for stack `{planned}`, not `{current}`")]
+    #[error("the saved plan is for stack `{planned}`, not `{applying}`")]
     WrongStack {
         /// Stack in the plan.
         planned: String,
         /// Stack being applied.
-        current: String,
+        applying: String,
     },
 }
 
@@ -141,15 +144,15 @@ pub fn check_plan_base(plan: &Plan, state: &State) -> Result<(), ApplyError> {
     if plan.stack != state.stack {
         return Err(ApplyError::WrongStack {
             planned: plan.stack.clone(),
-            current: state.stack.clone(),
+            applying: state.stack.clone(),
         });
     }
     if plan.serial != state.serial || plan.lineage != state.lineage {
         return Err(ApplyError::StalePlan {
             planned: plan.serial,
-            current: state.serial,
+            stored: state.serial,
             planned_lineage: plan.lineage.clone(),
-            current_lineage: state.lineage.clone(),
+            stored_lineage: state.lineage.clone(),
         });
     }
     Ok(())
@@ -185,12 +188,21 @@ impl Executor<'_> {
         report: &mut ApplyReport,
     ) -> Result<(), ApplyError> {
         self.ensure_settled(plan, state, observed, report).await?;
-        for c in plan.changes.iter().filter(|c| !c.is_instance() && matches!(c.action, Action::Create | Action::Replace)) {
+        for c in plan
+            .changes
+            .iter()
+            .filter(|c| !c.is_instance() && matches!(c.action, Action::Create | Action::Replace))
+        {
             self.ensure_resource(c, state, report).await?;
         }
         let replaced = self.ensure_instances_created(plan, state, report).await?;
-        self.ensure_instances_deleted(plan, &replaced, state, report).await?;
-        for c in plan.changes.iter().filter(|c| !c.is_instance() && c.action == Action::Delete) {
+        self.ensure_instances_deleted(plan, &replaced, state, report)
+            .await?;
+        for c in plan
+            .changes
+            .iter()
+            .filter(|c| !c.is_instance() && c.action == Action::Delete)
+        {
             self.ensure_resource_deleted(c, state, report).await?;
         }
         Ok(())
@@ -211,7 +223,11 @@ impl Executor<'_> {
 
     fn done(&self, c: &Change, report: &mut ApplyReport) {
         count(&mut report.done, c.action);
-        let outcome = if self.options.dry_run { StepOutcome::WouldDo } else { StepOutcome::Done };
+        let outcome = if self.options.dry_run {
+            StepOutcome::WouldDo
+        } else {
+            StepOutcome::Done
+        };
         self.progress.step(c, &outcome);
     }
 
@@ -237,7 +253,11 @@ impl Executor<'_> {
     ) -> Result<(), ApplyError> {
         let now = (self.clock)();
         let mut any = false;
-        for c in plan.changes.iter().filter(|c| matches!(c.action, Action::Adopt | Action::Forget)) {
+        for c in plan
+            .changes
+            .iter()
+            .filter(|c| matches!(c.action, Action::Adopt | Action::Forget))
+        {
             any = true;
             if !self.options.dry_run {
                 settle_record(c, state, now);
@@ -255,7 +275,12 @@ impl Executor<'_> {
         Ok(())
     }
 
-    async fn ensure_resource(&self, c: &Change, state: &mut State, report: &mut ApplyReport) -> Result<(), ApplyError> {
+    async fn ensure_resource(
+        &self,
+        c: &Change,
+        state: &mut State,
+        report: &mut ApplyReport,
+    ) -> Result<(), ApplyError> {
         if self.options.dry_run {
             self.done(c, report);
             return Ok(());
@@ -266,9 +291,17 @@ impl Executor<'_> {
         let key = spec.key();
         if c.action == Action::Replace {
             if let Some(id) = &c.cloud_id {
-                mark(state.resources.get_mut(&key).map(|r| &mut r.pending), PendingKind::Delete, (self.clock)());
+                mark(
+                    state.resources.get_mut(&key).map(|r| &mut r.pending),
+                    PendingKind::Delete,
+                    (self.clock)(),
+                );
                 self.commit(state).await?;
-                if let Err(e) = self.cloud.delete_resource(&self.scope, &spec.kind, id).await {
+                if let Err(e) = self
+                    .cloud
+                    .delete_resource(&self.scope, &spec.kind, id)
+                    .await
+                {
                     self.failed(c, &e, report);
                     return Ok(());
                 }
@@ -276,14 +309,18 @@ impl Executor<'_> {
                 self.commit(state).await?;
             }
         }
-        state.resources.insert(key.clone(), resource_record(spec, None, (self.clock)(), true));
+        state.resources.insert(
+            key.clone(),
+            resource_record(spec, None, (self.clock)(), true),
+        );
         self.commit(state).await?;
         let tags = object_tags(&self.scope, &spec.name, &spec.hash(), Some(&spec.kind));
         match self.cloud.create_resource(&self.scope, spec, &tags).await {
             Ok(o) => {
-                state
-                    .resources
-                    .insert(key, resource_record(spec, Some(o.cloud_id), (self.clock)(), false));
+                state.resources.insert(
+                    key,
+                    resource_record(spec, Some(o.cloud_id), (self.clock)(), false),
+                );
                 self.commit(state).await?;
                 self.done(c, report);
             }
@@ -298,14 +335,23 @@ impl Executor<'_> {
         Ok(())
     }
 
-    async fn ensure_resource_deleted(&self, c: &Change, state: &mut State, report: &mut ApplyReport) -> Result<(), ApplyError> {
+    async fn ensure_resource_deleted(
+        &self,
+        c: &Change,
+        state: &mut State,
+        report: &mut ApplyReport,
+    ) -> Result<(), ApplyError> {
         if self.options.dry_run {
             self.done(c, report);
             return Ok(());
         }
         let key = crate::resource::resource_key(&c.kind, &c.name);
         let Some(id) = &c.cloud_id else { return Ok(()) };
-        mark(state.resources.get_mut(&key).map(|r| &mut r.pending), PendingKind::Delete, (self.clock)());
+        mark(
+            state.resources.get_mut(&key).map(|r| &mut r.pending),
+            PendingKind::Delete,
+            (self.clock)(),
+        );
         self.commit(state).await?;
         match self.cloud.delete_resource(&self.scope, &c.kind, id).await {
             Ok(()) => {
@@ -355,13 +401,22 @@ impl Executor<'_> {
                 template_hash: None,
                 labels: BTreeMap::new(),
             });
-            state.instances.insert(name.clone(), pending_record(&name, &spec, now));
+            state
+                .instances
+                .insert(name.clone(), pending_record(&name, &spec, now));
             if let Some(i) = naming::instance_index(&self.scope.stack, &name) {
                 state.next_index = state.next_index.max(i + 1);
             }
             let mut t = object_tags(&self.scope, &name, &spec.hash(), None);
             t.extend(spec.labels.clone());
-            requests.push((CreateInstance { name, spec, tags: t }, *c));
+            requests.push((
+                CreateInstance {
+                    name,
+                    spec,
+                    tags: t,
+                },
+                *c,
+            ));
         }
         self.commit(state).await?;
 
@@ -379,12 +434,22 @@ impl Executor<'_> {
                 Ok(o) => o,
                 Err(e) => CreateOutcome {
                     created: Vec::new(),
-                    failed: batch.iter().map(|(r, _)| (r.name.clone(), e.clone())).collect(),
+                    failed: batch
+                        .iter()
+                        .map(|(r, _)| (r.name.clone(), e.clone()))
+                        .collect(),
                 },
             };
-            let created: HashMap<&str, &ObservedInstance> =
-                outcome.created.iter().map(|o| (o.name.as_str(), o)).collect();
-            let failed: HashMap<&str, &CloudError> = outcome.failed.iter().map(|(n, e)| (n.as_str(), e)).collect();
+            let created: HashMap<&str, &ObservedInstance> = outcome
+                .created
+                .iter()
+                .map(|o| (o.name.as_str(), o))
+                .collect();
+            let failed: HashMap<&str, &CloudError> = outcome
+                .failed
+                .iter()
+                .map(|(n, e)| (n.as_str(), e))
+                .collect();
             for (req, c) in &batch {
                 if let Some(o) = created.get(req.name.as_str()) {
                     if let Some(rec) = state.instances.get_mut(&req.name) {
@@ -399,12 +464,18 @@ impl Executor<'_> {
                     }
                     self.done(c, report);
                 } else {
-                    let err = failed.get(req.name.as_str()).map(|e| (*e).clone()).unwrap_or_else(|| CloudError::Transient {
-                        provider: self.cloud.name().to_string(),
-                        operation: "create".into(),
-                        code: "NoResult".into(),
-                        detail: crate::cloud::Detail(format!("the cloud did not report instance {}", req.name)),
-                    });
+                    let err = failed
+                        .get(req.name.as_str())
+                        .map(|e| (*e).clone())
+                        .unwrap_or_else(|| CloudError::Transient {
+                            provider: self.cloud.name().to_string(),
+                            operation: "create".into(),
+                            code: "NoResult".into(),
+                            detail: crate::cloud::Detail(format!(
+                                "the cloud did not report instance {}",
+                                req.name
+                            )),
+                        });
                     // A definite refusal made nothing: drop the pending record. An ambiguous
                     // failure may have made it: keep the record for the next plan to settle.
                     if !err.is_ambiguous() {
@@ -431,7 +502,8 @@ impl Executor<'_> {
             .iter()
             .filter(|c| {
                 c.is_instance()
-                    && (c.action == Action::Delete || (c.action == Action::Replace && replaced.contains(&c.name)))
+                    && (c.action == Action::Delete
+                        || (c.action == Action::Replace && replaced.contains(&c.name)))
             })
             .collect();
         if todo.is_empty() {
@@ -449,7 +521,10 @@ impl Executor<'_> {
             let Some(id) = &c.cloud_id else { continue };
             if let Some(rec) = state.instances.get_mut(&c.name) {
                 if rec.cloud_id.as_deref() == Some(id.as_str()) {
-                    rec.pending = Some(PendingOp { op: PendingKind::Delete, since: now });
+                    rec.pending = Some(PendingOp {
+                        op: PendingKind::Delete,
+                        since: now,
+                    });
                 }
             }
             targets.push((id.clone(), *c));
@@ -470,11 +545,18 @@ impl Executor<'_> {
                 Ok(o) => o,
                 Err(e) => DeleteOutcome {
                     deleted: Vec::new(),
-                    failed: batch.iter().map(|(id, _)| (id.clone(), e.clone())).collect(),
+                    failed: batch
+                        .iter()
+                        .map(|(id, _)| (id.clone(), e.clone()))
+                        .collect(),
                 },
             };
             let deleted: HashSet<&str> = outcome.deleted.iter().map(String::as_str).collect();
-            let failed: HashMap<&str, &CloudError> = outcome.failed.iter().map(|(n, e)| (n.as_str(), e)).collect();
+            let failed: HashMap<&str, &CloudError> = outcome
+                .failed
+                .iter()
+                .map(|(n, e)| (n.as_str(), e))
+                .collect();
             for (id, c) in &batch {
                 if deleted.contains(id.as_str()) {
                     let ours = state
@@ -489,12 +571,17 @@ impl Executor<'_> {
                         self.done(c, report);
                     }
                 } else {
-                    let err = failed.get(id.as_str()).map(|e| (*e).clone()).unwrap_or_else(|| CloudError::Transient {
-                        provider: self.cloud.name().to_string(),
-                        operation: "delete".into(),
-                        code: "NoResult".into(),
-                        detail: crate::cloud::Detail(format!("the cloud did not report instance {id}")),
-                    });
+                    let err = failed
+                        .get(id.as_str())
+                        .map(|e| (*e).clone())
+                        .unwrap_or_else(|| CloudError::Transient {
+                            provider: self.cloud.name().to_string(),
+                            operation: "delete".into(),
+                            code: "NoResult".into(),
+                            detail: crate::cloud::Detail(format!(
+                                "the cloud did not report instance {id}"
+                            )),
+                        });
                     self.failed(c, &err, report);
                 }
             }
@@ -542,13 +629,21 @@ fn settle_record(c: &Change, state: &mut State, now: DateTime<Utc>) {
             }
         }
         (Action::Forget, false) => {
-            state.resources.remove(&crate::resource::resource_key(&c.kind, &c.name));
+            state
+                .resources
+                .remove(&crate::resource::resource_key(&c.kind, &c.name));
         }
         (Action::Adopt, true) => {
             let Some(o) = &c.observed else { return };
             let previous = state.instances.remove(&o.name);
-            let template_hash = previous.as_ref().and_then(|r| r.template_hash.clone());
-            let jobs = previous.as_ref().map(|r| r.jobs.clone()).unwrap_or_default();
+            let template_hash = match &previous {
+                Some(r) => r.template_hash.clone(),
+                None => c.instance.as_ref().and_then(|s| s.template_hash.clone()),
+            };
+            let jobs = previous
+                .as_ref()
+                .map(|r| r.jobs.clone())
+                .unwrap_or_default();
             state.instances.insert(
                 o.name.clone(),
                 InstanceRecord {
@@ -567,9 +662,15 @@ fn settle_record(c: &Change, state: &mut State, now: DateTime<Utc>) {
             );
         }
         (Action::Adopt, false) => {
-            let Some(o) = &c.observed_resource else { return };
+            let Some(o) = &c.observed_resource else {
+                return;
+            };
             let key = crate::resource::resource_key(&o.kind, &o.name);
-            let depends_on = state.resources.get(&key).map(|r| r.depends_on.clone()).unwrap_or_default();
+            let depends_on = state
+                .resources
+                .get(&key)
+                .map(|r| r.depends_on.clone())
+                .unwrap_or_default();
             state.resources.insert(
                 key,
                 ResourceRecord {
@@ -599,11 +700,19 @@ fn pending_record(name: &str, spec: &InstanceSpec, now: DateTime<Utc>) -> Instan
         lifecycle: Lifecycle::Unknown,
         address: None,
         jobs: JobFacts::default(),
-        pending: Some(PendingOp { op: PendingKind::Create, since: now }),
+        pending: Some(PendingOp {
+            op: PendingKind::Create,
+            since: now,
+        }),
     }
 }
 
-fn resource_record(spec: &ResourceSpec, cloud_id: Option<String>, now: DateTime<Utc>, pending: bool) -> ResourceRecord {
+fn resource_record(
+    spec: &ResourceSpec,
+    cloud_id: Option<String>,
+    now: DateTime<Utc>,
+    pending: bool,
+) -> ResourceRecord {
     ResourceRecord {
         kind: spec.kind.clone(),
         name: spec.name.clone(),
@@ -611,12 +720,20 @@ fn resource_record(spec: &ResourceSpec, cloud_id: Option<String>, now: DateTime<
         spec_hash: spec.hash(),
         depends_on: spec.depends_on.clone(),
         created_at: now,
-        pending: pending.then_some(PendingOp { op: PendingKind::Create, since: now }),
+        pending: pending.then_some(PendingOp {
+            op: PendingKind::Create,
+            since: now,
+        }),
     }
 }
 
 /// The tags every object of the stack carries.
-pub fn object_tags(scope: &Scope, name: &str, spec_hash: &str, kind: Option<&str>) -> BTreeMap<String, String> {
+pub fn object_tags(
+    scope: &Scope,
+    name: &str,
+    spec_hash: &str,
+    kind: Option<&str>,
+) -> BTreeMap<String, String> {
     let mut t = BTreeMap::new();
     t.insert(tags::STACK.to_string(), scope.stack.clone());
     t.insert(tags::NAME.to_string(), name.to_string());

@@ -187,7 +187,11 @@ pub trait Cloud: Send + Sync {
     ) -> Result<CreateOutcome, CloudError>;
 
     /// Deletes a batch of instances in one call.
-    async fn delete_instances(&self, scope: &Scope, ids: &[String]) -> Result<DeleteOutcome, CloudError>;
+    async fn delete_instances(
+        &self,
+        scope: &Scope,
+        ids: &[String],
+    ) -> Result<DeleteOutcome, CloudError>;
 
     /// Creates a supporting resource (idempotent per kind and name).
     async fn create_resource(
@@ -198,8 +202,16 @@ pub trait Cloud: Send + Sync {
     ) -> Result<ObservedResource, CloudError>;
 
     /// Deletes a supporting resource; already gone counts as deleted.
-    async fn delete_resource(&self, scope: &Scope, kind: &str, cloud_id: &str) -> Result<(), CloudError>;
+    async fn delete_resource(
+        &self,
+        scope: &Scope,
+        kind: &str,
+        cloud_id: &str,
+    ) -> Result<(), CloudError>;
 
     /// Looks up one instance by cloud id, tagged or not (for `state import`).
-    async fn describe_instance(&self, cloud_id: &str) -> Result<Option<ObservedInstance>, CloudError>;
+    async fn describe_instance(
+        &self,
+        cloud_id: &str,
+    ) -> Result<Option<ObservedInstance>, CloudError>;
 }

@@ -58,7 +58,10 @@ pub struct Fleet<'a> {
 
 impl Fleet<'_> {
     /// Reads state, or starts a new one with `new_lineage` when there is none.
-    pub async fn read_state(&self, new_lineage: impl FnOnce() -> String) -> Result<State, EngineError> {
+    pub async fn read_state(
+        &self,
+        new_lineage: impl FnOnce() -> String,
+    ) -> Result<State, EngineError> {
         let name = &self.stack.stack.name;
         match self.backend.read().await? {
             Some(s) if &s.stack != name => Err(EngineError::WrongStack {
@@ -81,7 +84,10 @@ impl Fleet<'_> {
 
     /// What the cloud reports for this stack.
     pub async fn observe(&self, state: &State) -> Result<Observed, EngineError> {
-        self.cloud.observe(&self.scope(state)).await.map_err(EngineError::Observe)
+        self.cloud
+            .observe(&self.scope(state))
+            .await
+            .map_err(EngineError::Observe)
     }
 
     /// Hash of the template files the stack names.
@@ -109,14 +115,21 @@ impl Fleet<'_> {
     }
 
     /// What the fleet should be for `operation`.
-    pub async fn desired(&self, operation: Operation, state: &State, now: DateTime<Utc>) -> Result<Desired, EngineError> {
+    pub async fn desired(
+        &self,
+        operation: Operation,
+        state: &State,
+        now: DateTime<Utc>,
+    ) -> Result<Desired, EngineError> {
         let spec = self.instance_spec()?;
         if operation == Operation::Destroy {
             return Ok(Desired::nothing(spec));
         }
         let demand = match self.ci.demand().await {
             Ok(d) => d,
-            Err(e) => Demand::Unknown { reason: e.to_string() },
+            Err(e) => Demand::Unknown {
+                reason: e.to_string(),
+            },
         };
         let decision = self.policy.decide(&PolicyInput {
             config: &self.stack.stack.policy,
@@ -124,7 +137,11 @@ impl Fleet<'_> {
             state,
             now,
         });
-        Ok(Desired::from_stack(&self.stack.stack, spec.template_hash.clone(), &decision))
+        Ok(Desired::from_stack(
+            &self.stack.stack,
+            spec.template_hash.clone(),
+            &decision,
+        ))
     }
 
     /// Plans `operation` from `state` and `observed`.

@@ -49,7 +49,10 @@ pub fn label_problem(name: &str) -> Option<String> {
         return Some("is empty".into());
     }
     if name.len() > MAX_NAME_LEN {
-        return Some(format!("is {} characters long, more than {MAX_NAME_LEN}", name.len()));
+        return Some(format!(
+            "is {} characters long, more than {MAX_NAME_LEN}",
+            name.len()
+        ));
     }
     if let Some(c) = name
         .chars()

@@ -41,10 +41,16 @@ pub struct Desired {
 
 impl Desired {
     /// The fleet a stack declares, sized by a policy decision.
-    pub fn from_stack(stack: &Stack, template_hash: Option<String>, decision: &Decision) -> Desired {
+    pub fn from_stack(
+        stack: &Stack,
+        template_hash: Option<String>,
+        decision: &Decision,
+    ) -> Desired {
         let specs: Vec<ResourceSpec> = stack.resources.iter().map(ResourceSpec::from).collect();
-        let items: Vec<(String, Vec<String>)> =
-            specs.iter().map(|r| (r.key(), r.depends_on.clone())).collect();
+        let items: Vec<(String, Vec<String>)> = specs
+            .iter()
+            .map(|r| (r.key(), r.depends_on.clone()))
+            .collect();
         // The stack loader rejects cycles, so the declared order is only a fallback.
         let order = topo_order(&items).unwrap_or_else(|_| (0..specs.len()).collect());
         Desired {
@@ -161,17 +167,23 @@ fn settle_instances(input: &PlanInput<'_>, changes: &mut Vec<Change>) -> Vec<Liv
     for rec in state.instances.values() {
         let found = match &rec.cloud_id {
             Some(id) => by_id.get(id.as_str()).copied(),
-            None => by_name
-                .get(rec.name.as_str())
-                .and_then(|v| v.iter().find(|o| !claimed.contains(o.cloud_id.as_str())).copied()),
+            None => by_name.get(rec.name.as_str()).and_then(|v| {
+                v.iter()
+                    .find(|o| !claimed.contains(o.cloud_id.as_str()))
+                    .copied()
+            }),
         };
         match found {
             Some(o) => {
                 claimed.insert(o.cloud_id.as_str());
                 if let Some(p) = &rec.pending {
                     let why = match p.op {
-                        PendingKind::Create => "an interrupted create reached the cloud; recording it",
-                        PendingKind::Delete => "an interrupted delete left it running; recording it again",
+                        PendingKind::Create => {
+                            "an interrupted create reached the cloud; recording it"
+                        }
+                        PendingKind::Delete => {
+                            "an interrupted delete left it running; recording it again"
+                        }
                     };
                     changes.push(adopt_instance(o, why.to_string()));
                 }
@@ -206,7 +218,10 @@ fn settle_instances(input: &PlanInput<'_>, changes: &mut Vec<Change>) -> Vec<Liv
         .collect();
     unclaimed.sort_by(|a, b| (&a.name, &a.cloud_id).cmp(&(&b.name, &b.cloud_id)));
     for o in unclaimed {
-        if recorded.contains(o.name.as_str()) || !adopted_names.insert(o.name.as_str()) || o.name.is_empty() {
+        if recorded.contains(o.name.as_str())
+            || !adopted_names.insert(o.name.as_str())
+            || o.name.is_empty()
+        {
             // A second cloud object under a name that is taken: a duplicate, never adopted.
             let mut c = Change::new(
                 Action::Delete,
@@ -222,7 +237,13 @@ fn settle_instances(input: &PlanInput<'_>, changes: &mut Vec<Change>) -> Vec<Liv
         if !o.lineage.is_empty() && o.lineage != state.lineage {
             why.push_str(&format!(" (created under lineage {})", o.lineage));
         }
-        changes.push(adopt_instance(o, why));
+        let mut c = adopt_instance(o, why);
+        if o.spec_hash == input.desired.spec.hash() {
+            // Built from the spec we want: record it as such, or the next plan would
+            // see unknown templates and replace it.
+            c.instance = Some(input.desired.spec.clone());
+        }
+        changes.push(c);
         live.push(Live {
             name: o.name.clone(),
             cloud_id: Some(o.cloud_id.clone()),
@@ -248,7 +269,10 @@ fn adopt_instance(o: &ObservedInstance, why: String) -> Change {
 }
 
 /// Step 1b: match resource records with the cloud. Returns live resources by key.
-fn settle_resources(input: &PlanInput<'_>, changes: &mut Vec<Change>) -> BTreeMap<String, (String, String)> {
+fn settle_resources(
+    input: &PlanInput<'_>,
+    changes: &mut Vec<Change>,
+) -> BTreeMap<String, (String, String)> {
     let by_key: HashMap<String, &ObservedResource> = input
         .observed
         .resources
@@ -260,7 +284,10 @@ fn settle_resources(input: &PlanInput<'_>, changes: &mut Vec<Change>) -> BTreeMa
         match by_key.get(key) {
             Some(o) => {
                 if rec.pending.is_some() {
-                    changes.push(adopt_resource(o, "an interrupted apply left it pending; recording it"));
+                    changes.push(adopt_resource(
+                        o,
+                        "an interrupted apply left it pending; recording it",
+                    ));
                 }
                 live.insert(key.clone(), (o.cloud_id.clone(), rec.spec_hash.clone()));
             }
@@ -278,7 +305,10 @@ fn settle_resources(input: &PlanInput<'_>, changes: &mut Vec<Change>) -> BTreeMa
     }
     for (key, o) in &by_key {
         if !input.state.resources.contains_key(key) {
-            changes.push(adopt_resource(o, "tagged for this stack but missing from state"));
+            changes.push(adopt_resource(
+                o,
+                "tagged for this stack but missing from state",
+            ));
             live.insert(key.clone(), (o.cloud_id.clone(), o.spec_hash.clone()));
         }
     }
@@ -299,12 +329,27 @@ fn plan_resources(
     live: &BTreeMap<String, (String, String)>,
     changes: &mut Vec<Change>,
 ) -> Vec<Change> {
-    let wanted: BTreeSet<String> = input.desired.resources.iter().map(ResourceSpec::key).collect();
+    let wanted: BTreeSet<String> = input
+        .desired
+        .resources
+        .iter()
+        .map(ResourceSpec::key)
+        .collect();
     for spec in &input.desired.resources {
         let mut c = match live.get(&spec.key()) {
-            None => Change::new(Action::Create, &spec.kind, &spec.name, "declared in the stack"),
+            None => Change::new(
+                Action::Create,
+                &spec.kind,
+                &spec.name,
+                "declared in the stack",
+            ),
             Some((id, hash)) if *hash != spec.hash() => {
-                let mut c = Change::new(Action::Replace, &spec.kind, &spec.name, "properties changed");
+                let mut c = Change::new(
+                    Action::Replace,
+                    &spec.kind,
+                    &spec.name,
+                    "properties changed",
+                );
                 c.cloud_id = Some(id.clone());
                 c
             }
@@ -326,40 +371,61 @@ fn plan_resources(
             .get(key)
             .map(|r| r.depends_on.clone())
             .unwrap_or_default();
-        gone.push((key.clone(), deps, kind.to_string(), name.to_string(), id.clone()));
+        gone.push((
+            key.clone(),
+            deps,
+            kind.to_string(),
+            name.to_string(),
+            id.clone(),
+        ));
     }
-    let items: Vec<(String, Vec<String>)> = gone.iter().map(|g| (g.0.clone(), g.1.clone())).collect();
+    let items: Vec<(String, Vec<String>)> =
+        gone.iter().map(|g| (g.0.clone(), g.1.clone())).collect();
     let mut order = topo_order(&items).unwrap_or_else(|_| (0..items.len()).collect());
     order.reverse();
     order
         .into_iter()
         .map(|i| {
             let (_, _, kind, name, id) = &gone[i];
-            let mut c = Change::new(Action::Delete, kind, name, "no longer declared in the stack");
+            let mut c = Change::new(
+                Action::Delete,
+                kind,
+                name,
+                "no longer declared in the stack",
+            );
             c.cloud_id = Some(id.clone());
             c
         })
         .collect()
 }
 
-/// Step 3: instances. Replace what drifted, then create or delete to reach the count.
-fn plan_instances(input: &PlanInput<'_>, live: &[Live], changes: &mut Vec<Change>, notes: &mut Vec<String>) {
+/// Step 3: instances. Replace what is out of date, then create or delete to reach the count.
+fn plan_instances(
+    input: &PlanInput<'_>,
+    live: &[Live],
+    changes: &mut Vec<Change>,
+    notes: &mut Vec<String>,
+) {
     let desired = input.desired;
     let want = desired.instances as usize;
     let have = live.len();
 
-    let drift: Vec<Option<String>> = live
+    let outdated: Vec<Option<String>> = live
         .iter()
-        .map(|l| desired.spec.drift(&l.image, &l.instance_type, l.template_hash.as_deref()))
+        .map(|l| {
+            desired
+                .spec
+                .mismatch(&l.image, &l.instance_type, l.template_hash.as_deref())
+        })
         .collect();
 
     // Scale-in candidates: out-of-date ones first (deleting beats replacing them), then
     // the newest.
     let mut order: Vec<usize> = (0..have).collect();
     order.sort_by(|&a, &b| {
-        drift[b]
+        outdated[b]
             .is_some()
-            .cmp(&drift[a].is_some())
+            .cmp(&outdated[a].is_some())
             .then(live[b].index.cmp(&live[a].index))
             .then(live[b].name.cmp(&live[a].name))
     });
@@ -373,7 +439,7 @@ fn plan_instances(input: &PlanInput<'_>, live: &[Live], changes: &mut Vec<Change
                     Operation::Destroy => "destroy: nothing is wanted".to_string(),
                     _ => format!("scale in: {have} -> {}", instances(want as u64)),
                 };
-                if let Some(d) = &drift[i] {
+                if let Some(d) = &outdated[i] {
                     why.push_str(&format!(" (also out of date: {d})"));
                 }
                 let mut c = Change::new(Action::Delete, INSTANCE, &l.name, why);
@@ -401,7 +467,7 @@ fn plan_instances(input: &PlanInput<'_>, live: &[Live], changes: &mut Vec<Change
         if deleted.contains(&i) {
             continue;
         }
-        if let Some(why) = &drift[i] {
+        if let Some(why) = &outdated[i] {
             let mut c = Change::new(Action::Replace, INSTANCE, &l.name, why.clone());
             c.cloud_id = l.cloud_id.clone();
             c.replacement = Some(new_name());
@@ -440,7 +506,13 @@ fn next_index(input: &PlanInput<'_>, live: &[Live]) -> u64 {
         .iter()
         .filter_map(|o| naming::instance_index(input.stack, &o.name))
         .chain(live.iter().filter_map(|l| l.index))
-        .chain(input.state.instances.keys().filter_map(|n| naming::instance_index(input.stack, n)))
+        .chain(
+            input
+                .state
+                .instances
+                .keys()
+                .filter_map(|n| naming::instance_index(input.stack, n)),
+        )
         .max()
         .map_or(0, |m| m + 1);
     from_state.max(observed_max)
@@ -459,7 +531,10 @@ pub fn refresh_facts(state: &mut State, observed: &Observed) -> bool {
         let Some(o) = rec.cloud_id.as_deref().and_then(|id| by_id.get(id)) else {
             continue;
         };
-        if rec.lifecycle != o.lifecycle || rec.address != o.address || rec.instance_type != o.instance_type {
+        if rec.lifecycle != o.lifecycle
+            || rec.address != o.address
+            || rec.instance_type != o.instance_type
+        {
             rec.lifecycle = o.lifecycle;
             rec.address = o.address.clone();
             rec.instance_type = o.instance_type.clone();

@@ -111,13 +111,21 @@ mod tests {
 
     #[test]
     fn dependencies_come_first() {
-        let items = vec![item("a/x", &["b/y"]), item("b/y", &["c/z"]), item("c/z", &[])];
+        let items = vec![
+            item("a/x", &["b/y"]),
+            item("b/y", &["c/z"]),
+            item("c/z", &[]),
+        ];
         assert_eq!(topo_order(&items).unwrap(), vec![2, 1, 0]);
     }
 
     #[test]
     fn cycles_are_named() {
-        let items = vec![item("a/x", &["b/y"]), item("b/y", &["a/x"]), item("c/z", &[])];
+        let items = vec![
+            item("a/x", &["b/y"]),
+            item("b/y", &["a/x"]),
+            item("c/z", &[]),
+        ];
         assert_eq!(topo_order(&items).unwrap_err(), "a/x, b/y");
     }
 }

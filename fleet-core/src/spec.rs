@@ -34,7 +34,7 @@ impl InstanceSpec {
 
     /// Why an instance built as `image` / `instance_type` / `template_hash` must be
     /// replaced to match this spec, or `None` when it still matches.
-    pub fn drift(
+    pub fn mismatch(
         &self,
         image: &str,
         instance_type: &str,
@@ -86,19 +86,25 @@ mod tests {
     }
 
     #[test]
-    fn matching_instances_do_not_drift() {
-        assert_eq!(spec().drift("debian-12", "medium", Some("abc")), None);
+    fn matching_instances_are_not_out_of_date() {
+        assert_eq!(spec().mismatch("debian-12", "medium", Some("abc")), None);
     }
 
     #[test]
-    fn each_kind_of_drift_is_named() {
+    fn each_kind_of_mismatch_is_named() {
         let s = spec();
         assert_eq!(
-            s.drift("debian-11", "small", Some("abc")).unwrap(),
+            s.mismatch("debian-11", "small", Some("abc")).unwrap(),
             "image changed (debian-11 -> debian-12)"
         );
-        assert!(s.drift("debian-12", "huge", Some("abc")).unwrap().contains("huge"));
-        assert_eq!(s.drift("debian-12", "small", None).unwrap(), "templates changed");
+        assert!(s
+            .mismatch("debian-12", "huge", Some("abc"))
+            .unwrap()
+            .contains("huge"));
+        assert_eq!(
+            s.mismatch("debian-12", "small", None).unwrap(),
+            "templates changed"
+        );
     }
 
     #[test]

@@ -25,22 +25,41 @@ struct Rig {
 fn rig(cloud: MemoryCloud) -> Rig {
     let dir = tempfile::tempdir().unwrap();
     let backend = LocalBackend::new(dir.path().join("state.json"));
-    Rig { _dir: dir, backend, cloud }
+    Rig {
+        _dir: dir,
+        backend,
+        cloud,
+    }
 }
 
 impl Rig {
     async fn plan(&self, state: &State, d: &Desired) -> Plan {
-        let scope = Scope { stack: STACK.into(), lineage: state.lineage.clone() };
+        let scope = Scope {
+            stack: STACK.into(),
+            lineage: state.lineage.clone(),
+        };
         let observed = self.cloud.observe(&scope).await.unwrap();
         run(Operation::Up, state, &observed, d)
     }
 
-    async fn apply(&self, plan: &Plan, state: &mut State, dry_run: bool) -> fleet_core::apply::ApplyReport {
+    async fn apply(
+        &self,
+        plan: &Plan,
+        state: &mut State,
+        dry_run: bool,
+    ) -> fleet_core::apply::ApplyReport {
         let ex = Executor {
             cloud: &self.cloud,
             backend: &self.backend,
-            scope: Scope { stack: STACK.into(), lineage: state.lineage.clone() },
-            options: ApplyOptions { dry_run, concurrency: 3, batch_size: 2 },
+            scope: Scope {
+                stack: STACK.into(),
+                lineage: state.lineage.clone(),
+            },
+            options: ApplyOptions {
+                dry_run,
+                concurrency: 3,
+                batch_size: 2,
+            },
             progress: &NoProgress,
             clock: &clock,
         };
@@ -56,7 +75,10 @@ async fn dry_run_calls_nothing_and_writes_nothing() {
     let report = r.apply(&plan, &mut state, true).await;
     assert_eq!(report.done.create, 3);
     assert_eq!(r.cloud.calls("create"), 0);
-    assert!(r.backend.read().await.unwrap().is_none(), "a dry run must not write state");
+    assert!(
+        r.backend.read().await.unwrap().is_none(),
+        "a dry run must not write state"
+    );
     assert_eq!(state, State::new(STACK, LINEAGE));
 }
 
@@ -67,30 +89,49 @@ async fn creates_are_batched_and_recorded() {
     let plan = r.plan(&state, &desired(5, "debian-12")).await;
     let report = r.apply(&plan, &mut state, false).await;
     assert_eq!(report.done.create, 5);
-    assert_eq!(r.cloud.calls("create"), 3, "5 instances in batches of 2 is 3 calls");
+    assert_eq!(
+        r.cloud.calls("create"),
+        3,
+        "5 instances in batches of 2 is 3 calls"
+    );
     let stored = r.backend.read().await.unwrap().unwrap();
     assert_eq!(stored, state);
     assert_eq!(stored.instances.len(), 5);
-    assert!(stored.instances.values().all(|i| i.pending.is_none() && i.cloud_id.is_some()));
+    assert!(stored
+        .instances
+        .values()
+        .all(|i| i.pending.is_none() && i.cloud_id.is_some()));
     assert_eq!(stored.next_index, 6);
 }
 
 #[tokio::test]
 async fn an_ambiguous_create_failure_leaves_a_pending_record_the_next_plan_settles() {
     let mut cloud = MemoryCloud::new();
-    cloud.fail_create = Some(Box::new(|name| (name == "ci-0002").then(|| injected("create"))));
+    cloud.fail_create = Some(Box::new(|name| {
+        (name == "ci-0002").then(|| injected("create"))
+    }));
     let r = rig(cloud);
     let mut state = State::new(STACK, LINEAGE);
     let plan = r.plan(&state, &desired(2, "debian-12")).await;
     let report = r.apply(&plan, &mut state, false).await;
     assert_eq!(report.failed.len(), 1);
     let rec = &state.instances["ci-0002"];
-    assert_eq!(rec.pending.as_ref().map(|p| p.op), Some(PendingKind::Create));
+    assert_eq!(
+        rec.pending.as_ref().map(|p| p.op),
+        Some(PendingKind::Create)
+    );
 
     // The cloud never made it: the next plan forgets the record and creates again.
     let next = r.plan(&state, &desired(2, "debian-12")).await;
-    let actions: Vec<_> = next.changes.iter().map(|c| (c.action, c.name.as_str())).collect();
-    assert_eq!(actions, vec![(Action::Forget, "ci-0002"), (Action::Create, "ci-0003")]);
+    let actions: Vec<_> = next
+        .changes
+        .iter()
+        .map(|c| (c.action, c.name.as_str()))
+        .collect();
+    assert_eq!(
+        actions,
+        vec![(Action::Forget, "ci-0002"), (Action::Create, "ci-0003")]
+    );
 }
 
 #[tokio::test]
@@ -109,7 +150,11 @@ async fn a_definite_create_failure_drops_the_record() {
     let plan = r.plan(&state, &desired(2, "debian-12")).await;
     let report = r.apply(&plan, &mut state, false).await;
     assert_eq!(report.failed.len(), 2);
-    assert!(report.failed[0].error.contains("InvalidImage"), "{}", report.failed[0].error);
+    assert!(
+        report.failed[0].error.contains("InvalidImage"),
+        "{}",
+        report.failed[0].error
+    );
     assert!(state.instances.is_empty());
 }
 
@@ -125,7 +170,9 @@ async fn a_replace_deletes_the_old_instance_only_after_its_replacement_exists() 
     for o in r.cloud.alive(STACK) {
         cloud.insert(STACK, o);
     }
-    cloud.fail_create = Some(Box::new(|name| (name == "ci-0003").then(|| injected("create"))));
+    cloud.fail_create = Some(Box::new(|name| {
+        (name == "ci-0003").then(|| injected("create"))
+    }));
     let r2 = Rig { cloud, ..r };
     let plan = r2.plan(&state, &desired(2, "debian-13")).await;
     assert_eq!(plan.summary.replace, 2);
@@ -133,7 +180,11 @@ async fn a_replace_deletes_the_old_instance_only_after_its_replacement_exists() 
     assert_eq!(report.done.replace, 1);
     let mut alive: Vec<_> = r2.cloud.alive(STACK).into_iter().map(|o| o.name).collect();
     alive.sort();
-    assert_eq!(alive, vec!["ci-0001", "ci-0004"], "the failed replace keeps its old instance");
+    assert_eq!(
+        alive,
+        vec!["ci-0001", "ci-0004"],
+        "the failed replace keeps its old instance"
+    );
 }
 
 #[tokio::test]
@@ -146,13 +197,39 @@ async fn a_saved_plan_is_refused_once_state_moved() {
     let ex = Executor {
         cloud: &r.cloud,
         backend: &r.backend,
-        scope: Scope { stack: STACK.into(), lineage: LINEAGE.into() },
-        options: ApplyOptions { dry_run: false, concurrency: 1, batch_size: 1 },
+        scope: Scope {
+            stack: STACK.into(),
+            lineage: LINEAGE.into(),
+        },
+        options: ApplyOptions {
+            dry_run: false,
+            concurrency: 1,
+            batch_size: 1,
+        },
         progress: &NoProgress,
         clock: &clock,
     };
     let err = ex.apply(&stale, &mut state, None).await.unwrap_err();
     assert!(err.to_string().contains("made on state serial 0"), "{err}");
+}
+
+/// Regression: an instance adopted with no prior record lost its template hash, so the
+/// next plan replaced it although it was built from the wanted templates.
+#[tokio::test]
+async fn adopted_instances_built_from_the_wanted_templates_are_kept() {
+    let mut d = desired(1, "debian-12");
+    d.spec.template_hash = Some("tmpl-1".into());
+    let cloud = MemoryCloud::new();
+    let mut o = observed(1, "debian-12");
+    o.spec_hash = d.spec.hash();
+    cloud.insert(STACK, o);
+    let r = rig(cloud);
+    let mut state = State::new(STACK, LINEAGE);
+    let plan = r.plan(&state, &d).await;
+    assert_eq!(plan.summary.adopt, 1);
+    r.apply(&plan, &mut state, false).await;
+    let again = r.plan(&state, &d).await;
+    assert!(again.is_empty(), "{}", again.display());
 }
 
 /// Runs plan + apply until the plan is empty; returns the rounds it took.
@@ -181,7 +258,11 @@ fn world() -> impl Strategy<Value = World> {
         0u32..10,
         any::<bool>(),
     )
-        .prop_map(|(slots, desired, new_image)| World { slots, desired, new_image })
+        .prop_map(|(slots, desired, new_image)| World {
+            slots,
+            desired,
+            new_image,
+        })
 }
 
 proptest! {

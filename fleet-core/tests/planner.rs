@@ -11,7 +11,13 @@ use fleet_core::state::{Lifecycle, PendingKind, State};
 fn three_running() -> (State, Observed) {
     let obs: Vec<_> = (1..=3).map(|i| observed(i, "debian-12")).collect();
     let state = state_with(obs.iter().map(record_of).collect());
-    (state, Observed { instances: obs, resources: vec![] })
+    (
+        state,
+        Observed {
+            instances: obs,
+            resources: vec![],
+        },
+    )
 }
 
 #[test]
@@ -66,7 +72,7 @@ fn adopt_forget_and_interrupted_operations_are_settled() {
         pending(record_of(&obs[1]), PendingKind::Create), // made by the cloud, then a crash
         pending(record_of(&observed(5, "debian-12")), PendingKind::Create), // never made
         pending(record_of(&obs[2]), PendingKind::Delete), // delete interrupted
-        record_of(&observed(6, "debian-12")),              // deleted behind our back
+        record_of(&observed(6, "debian-12")),             // deleted behind our back
     ];
     records[2].name = "ci-0005".into();
     let state = state_with(records);
@@ -115,19 +121,27 @@ fn unknown_demand_never_scales_in_and_says_so() {
 fn destroy_is_a_plan_against_nothing() {
     let (mut state, mut observed) = three_running();
     let kp = key_pair("ops", "ssh-ed25519 AAAA");
-    state.resources.insert(kp.key(), resource_record(&kp, "key-1"));
+    state
+        .resources
+        .insert(kp.key(), resource_record(&kp, "key-1"));
     observed.resources.push(observed_resource(&kp, "key-1"));
     let d = fleet_core::planner::Desired::nothing(spec("debian-12"));
     let plan = run(Operation::Destroy, &state, &observed, &d);
     insta::assert_snapshot!(plan.display().to_string());
-    assert_eq!(plan.changes.last().unwrap().kind, "key_pair", "resources go after the instances using them");
+    assert_eq!(
+        plan.changes.last().unwrap().kind,
+        "key_pair",
+        "resources go after the instances using them"
+    );
 }
 
 #[test]
 fn resource_property_changes_replace_the_resource() {
     let (mut state, mut observed) = three_running();
     let old = key_pair("ops", "ssh-ed25519 OLD");
-    state.resources.insert(old.key(), resource_record(&old, "key-1"));
+    state
+        .resources
+        .insert(old.key(), resource_record(&old, "key-1"));
     observed.resources.push(observed_resource(&old, "key-1"));
     let mut d = desired(3, "debian-12");
     d.resources = vec![key_pair("ops", "ssh-ed25519 NEW")];
@@ -140,7 +154,12 @@ fn resource_property_changes_replace_the_resource() {
 fn refresh_only_settles_state() {
     let (state, mut observed) = three_running();
     observed.instances.remove(0);
-    let plan = run(Operation::Refresh, &state, &observed, &desired(10, "debian-13"));
+    let plan = run(
+        Operation::Refresh,
+        &state,
+        &observed,
+        &desired(10, "debian-13"),
+    );
     let actions: Vec<_> = plan.changes.iter().map(|c| c.action).collect();
     assert_eq!(actions, vec![Action::Forget]);
 }

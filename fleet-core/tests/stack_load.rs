@@ -59,7 +59,10 @@ fn unknown_key_names_file_line_column_and_suggests() {
 fn unknown_top_level_key_without_a_close_match_lists_valid_keys() {
     let text = format!("{BASE}zzzzzzzz: 1\n");
     let e = err(&text);
-    assert!(e.starts_with("unknown key `zzzzzzzz` at stacks/x.yaml:13:1; valid keys here: name, "), "{e}");
+    assert!(
+        e.starts_with("unknown key `zzzzzzzz` at stacks/x.yaml:13:1; valid keys here: name, "),
+        "{e}"
+    );
 }
 
 #[test]
@@ -100,14 +103,20 @@ fn min_above_max_is_a_located_error() {
 #[test]
 fn empty_instance_type_list_is_refused() {
     let e = err(&BASE.replace("types: [small]", "types: []"));
-    assert_eq!(e, "instance type list is empty at stacks/x.yaml:7:3; list at least one instance type");
+    assert_eq!(
+        e,
+        "instance type list is empty at stacks/x.yaml:7:3; list at least one instance type"
+    );
 }
 
 #[test]
 fn names_too_long_once_prefixed_are_refused() {
     let long = "a".repeat(57);
     let e = err(&BASE.replace("name: ci", &format!("name: {long}")));
-    assert!(e.contains("instance names would reach 64 characters"), "{e}");
+    assert!(
+        e.contains("instance names would reach 64 characters"),
+        "{e}"
+    );
     assert!(e.contains("at stacks/x.yaml:1:1"), "{e}");
     assert!(load(&BASE.replace("name: ci", &format!("name: {}", "a".repeat(56)))).is_ok());
 }
@@ -120,7 +129,10 @@ fn names_that_are_not_hostnames_are_refused() {
 
 #[test]
 fn missing_environment_variables_are_named() {
-    let text = BASE.replace("  tags: [docker]", "  tags: [docker]\n  token_env: FLEET_TEST_TOKEN_UNSET");
+    let text = BASE.replace(
+        "  tags: [docker]",
+        "  tags: [docker]\n  token_env: FLEET_TEST_TOKEN_UNSET",
+    );
     assert_eq!(
         err(&text),
         "environment variable `FLEET_TEST_TOKEN_UNSET` (named by `runner.token_env` at stacks/x.yaml:10:3) is not set; export it, or remove `runner.token_env` from the stack"
@@ -129,14 +141,22 @@ fn missing_environment_variables_are_named() {
     let l = load_str(Path::new("stacks/x.yaml"), &text, &[], &env).unwrap();
     let s = l.secret("FLEET_TEST_TOKEN_UNSET").unwrap();
     assert_eq!(s.expose(), "glrt-secret");
-    assert!(!format!("{l:?}").contains("glrt-secret"), "secrets must not appear in Debug output");
+    assert!(
+        !format!("{l:?}").contains("glrt-secret"),
+        "secrets must not appear in Debug output"
+    );
 }
 
 #[test]
 fn resource_dependencies_must_exist_and_not_cycle() {
-    let text = format!("{BASE}resources:\n  - kind: key_pair\n    name: a\n    depends_on: [key_pair/nope]\n");
+    let text = format!(
+        "{BASE}resources:\n  - kind: key_pair\n    name: a\n    depends_on: [key_pair/nope]\n"
+    );
     let e = err(&text);
-    assert!(e.contains("`key_pair/nope` is not a resource of this stack at stacks/x.yaml:16:18"), "{e}");
+    assert!(
+        e.contains("`key_pair/nope` is not a resource of this stack at stacks/x.yaml:16:18"),
+        "{e}"
+    );
 
     let text = format!(
         "{BASE}resources:\n  - kind: k\n    name: a\n    depends_on: [k/b]\n  - kind: k\n    name: b\n    depends_on: [k/a]\n"
@@ -156,10 +176,17 @@ fn set_overrides_values_like_terraform_var() {
 
 #[test]
 fn errors_caused_by_set_name_the_flag() {
-    let e = load_with(BASE, &["policy.min_instances=7"]).unwrap_err().to_string();
+    let e = load_with(BASE, &["policy.min_instances=7"])
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("at --set policy.min_instances=7"), "{e}");
-    let e = load_with(BASE, &["policy.max_instance=7"]).unwrap_err().to_string();
-    assert_eq!(e, "unknown key `max_instance` at --set policy.max_instance=7; did you mean `max_instances`?");
+    let e = load_with(BASE, &["policy.max_instance=7"])
+        .unwrap_err()
+        .to_string();
+    assert_eq!(
+        e,
+        "unknown key `max_instance` at --set policy.max_instance=7; did you mean `max_instances`?"
+    );
 }
 
 #[test]
@@ -173,8 +200,14 @@ fn provider_sections_are_decoded_with_located_errors() {
         latency: Option<String>,
     }
     let l = load(&BASE.replace("boot_time: 5s", "boot_tme: 5s")).unwrap();
-    let e = l.section::<Settings>("provider", &l.stack.provider.settings).unwrap_err().to_string();
-    assert_eq!(e, "unknown key `boot_tme` at stacks/x.yaml:4:3; did you mean `boot_time`?");
+    let e = l
+        .section::<Settings>("provider", &l.stack.provider.settings)
+        .unwrap_err()
+        .to_string();
+    assert_eq!(
+        e,
+        "unknown key `boot_tme` at stacks/x.yaml:4:3; did you mean `boot_time`?"
+    );
 }
 
 #[test]
@@ -186,7 +219,10 @@ fn durations_reject_nonsense_with_a_hint() {
         boot_time: std::time::Duration,
     }
     let l = load(&BASE.replace("boot_time: 5s", "boot_time: soon")).unwrap();
-    let e = l.section::<Settings>("provider", &l.stack.provider.settings).unwrap_err().to_string();
+    let e = l
+        .section::<Settings>("provider", &l.stack.provider.settings)
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("`soon` is not a duration"), "{e}");
     assert!(e.contains("stacks/x.yaml:4:3"), "{e}");
 }
@@ -199,7 +235,8 @@ fn the_example_stacks_load() {
         let p = entry.unwrap().path();
         if p.extension().is_some_and(|e| e == "yaml") {
             let env = |_: &str| Some("test-value".to_string());
-            fleet_core::stack::load(&p, &[], &env).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
+            fleet_core::stack::load(&p, &[], &env)
+                .unwrap_or_else(|e| panic!("{}: {e}", p.display()));
             n += 1;
         }
     }

@@ -2,7 +2,9 @@
 
 use std::os::unix::fs::PermissionsExt;
 
-use fleet_core::state::{format, FormatError, LocalBackend, PendingKind, State, StateBackend, StateError};
+use fleet_core::state::{
+    format, FormatError, LocalBackend, PendingKind, State, StateBackend, StateError,
+};
 use fleet_core::testing::{backend_conformance, lock_info};
 
 const FIXTURE: &str = include_str!("fixtures/state-v1.json");
@@ -12,7 +14,10 @@ fn version_1_fixture_round_trips_byte_for_byte() {
     let state = format::decode(FIXTURE.as_bytes()).unwrap();
     assert_eq!(state.serial, 12);
     assert_eq!(state.instances["sandbox-0001"].jobs.runner_id, Some(901));
-    assert_eq!(state.instances["sandbox-0003"].pending.as_ref().unwrap().op, PendingKind::Create);
+    assert_eq!(
+        state.instances["sandbox-0003"].pending.as_ref().unwrap().op,
+        PendingKind::Create
+    );
     assert_eq!(String::from_utf8(format::encode(&state)).unwrap(), FIXTURE);
 }
 
@@ -21,20 +26,31 @@ fn newer_versions_are_refused_with_the_version_named() {
     let text = FIXTURE.replace("\"format_version\": 1", "\"format_version\": 9");
     let e = format::decode(text.as_bytes()).unwrap_err();
     assert!(matches!(e, FormatError::TooNew { found: 9 }));
-    assert_eq!(e.to_string(), "format_version 9 is newer than this build understands (1)");
+    assert_eq!(
+        e.to_string(),
+        "format_version 9 is newer than this build understands (1)"
+    );
 }
 
 #[test]
 fn documents_without_a_version_are_refused() {
-    assert!(matches!(format::decode(b"{\"serial\": 1}"), Err(FormatError::NoVersion)));
+    assert!(matches!(
+        format::decode(b"{\"serial\": 1}"),
+        Err(FormatError::NoVersion)
+    ));
 }
 
 #[test]
 fn schema_errors_name_the_field() {
     let text = FIXTURE.replace("\"lifecycle\": \"running\"", "\"lifecycle\": \"dancing\"");
     let e = format::decode(text.as_bytes()).unwrap_err();
-    let FormatError::Schema { source, .. } = &e else { panic!("{e:?}") };
-    assert_eq!(source.path().to_string(), "instances.sandbox-0001.lifecycle");
+    let FormatError::Schema { source, .. } = &e else {
+        panic!("{e:?}")
+    };
+    assert_eq!(
+        source.path().to_string(),
+        "instances.sandbox-0001.lifecycle"
+    );
 }
 
 #[tokio::test]
@@ -51,7 +67,10 @@ async fn writes_keep_a_backup_and_mode_0600() {
     let mut s = State::new("st", "lin");
     s.serial = 1;
     b.write(&s).await.unwrap();
-    assert!(!b.backup_path().exists(), "nothing to back up on the first write");
+    assert!(
+        !b.backup_path().exists(),
+        "nothing to back up on the first write"
+    );
     s.serial = 2;
     s.next_index = 9;
     b.write(&s).await.unwrap();
@@ -85,7 +104,10 @@ async fn a_malformed_state_file_is_a_clear_error_and_the_backup_is_untouched() {
     let text = fleet_core::apply::error_chain(&e);
     assert!(matches!(e, StateError::Format { .. }));
     assert!(text.contains("is unreadable"), "{text}");
-    assert!(text.contains("state.json.backup"), "the message must name the backup: {text}");
+    assert!(
+        text.contains("state.json.backup"),
+        "the message must name the backup: {text}"
+    );
     assert!(text.contains("line 1 column"), "{text}");
     // A write on top of a broken file is refused too, and the backup stays as it was.
     s.serial = 3;
@@ -98,9 +120,11 @@ async fn a_lock_left_by_a_dead_process_is_taken_over() {
     let dir = tempfile::tempdir().unwrap();
     let b = LocalBackend::new(dir.path().join("state.json"));
     // What a SIGKILLed holder leaves: its name in the lock file, but no OS lock.
-    let dead = lock_info("fleet-cli up", 999_999_99);
+    let dead = lock_info("fleet-cli up", 99_999_999);
     std::fs::write(b.lock_path(), serde_json::to_vec(&dead).unwrap()).unwrap();
-    b.lock(&lock_info("fleet-cli up", std::process::id())).await.unwrap();
+    b.lock(&lock_info("fleet-cli up", std::process::id()))
+        .await
+        .unwrap();
     b.unlock().await.unwrap();
 }
 
@@ -111,7 +135,10 @@ async fn the_lock_error_names_the_holder() {
     let a = LocalBackend::new(&path);
     let b = LocalBackend::new(&path);
     a.lock(&lock_info("fleet-cli up", 4242)).await.unwrap();
-    let e = b.lock(&lock_info("fleet-cli destroy", 1)).await.unwrap_err();
+    let e = b
+        .lock(&lock_info("fleet-cli destroy", 1))
+        .await
+        .unwrap_err();
     assert_eq!(
         e.to_string(),
         format!(

@@ -17,6 +17,25 @@ pub const BACKENDS: &[&str] = &["local"];
 
 /// The cloud a stack's `provider:` section describes.
 pub fn cloud_for(loaded: &LoadedStack) -> Result<Box<dyn Cloud>, StackError> {
+    let cloud = build_cloud(loaded)?;
+    // Catch resource kinds the provider cannot make now, not halfway through an apply.
+    for (i, r) in loaded.stack.resources.iter().enumerate() {
+        if !cloud.resource_kinds().contains(&r.kind.as_str()) {
+            return Err(loaded.error_at(
+                &format!("resources[{i}].kind"),
+                format!(
+                    "the {} provider has no resource kind `{}`",
+                    cloud.name(),
+                    r.kind
+                ),
+                format!("it has: {}", cloud.resource_kinds().join(", ")),
+            ));
+        }
+    }
+    Ok(cloud)
+}
+
+fn build_cloud(loaded: &LoadedStack) -> Result<Box<dyn Cloud>, StackError> {
     let kind = loaded.stack.provider.kind.as_str();
     match kind {
         "sandbox" => {
@@ -28,9 +47,18 @@ pub fn cloud_for(loaded: &LoadedStack) -> Result<Box<dyn Cloud>, StackError> {
                     .unwrap_or_else(|| loaded.dir().join(".fleet")),
                 _ => loaded.dir().join(".fleet"),
             };
-            Ok(Box::new(sandbox::SandboxCloud::from_stack(loaded, &default_dir)?))
+            Ok(Box::new(sandbox::SandboxCloud::from_stack(
+                loaded,
+                &default_dir,
+            )?))
         }
-        other => Err(unknown(loaded, "provider.kind", "provider", other, PROVIDERS)),
+        other => Err(unknown(
+            loaded,
+            "provider.kind",
+            "provider",
+            other,
+            PROVIDERS,
+        )),
     }
 }
 
@@ -38,7 +66,13 @@ pub fn cloud_for(loaded: &LoadedStack) -> Result<Box<dyn Cloud>, StackError> {
 pub fn backend_for(loaded: &LoadedStack) -> Result<Box<dyn StateBackend>, StackError> {
     match backend_kind(loaded) {
         "local" => Ok(Box::new(LocalBackend::from_stack(loaded)?)),
-        other => Err(unknown(loaded, "state.backend", "state backend", other, BACKENDS)),
+        other => Err(unknown(
+            loaded,
+            "state.backend",
+            "state backend",
+            other,
+            BACKENDS,
+        )),
     }
 }
 
@@ -51,7 +85,10 @@ fn unknown(loaded: &LoadedStack, path: &str, what: &str, got: &str, known: &[&st
         .iter()
         .find(|k| got.len() > 1 && (k.starts_with(&got[..2]) || got.starts_with(&k[..2])));
     let hint = match close {
-        Some(k) => format!("did you mean `{k}`? (this build knows: {})", known.join(", ")),
+        Some(k) => format!(
+            "did you mean `{k}`? (this build knows: {})",
+            known.join(", ")
+        ),
         None => format!("this build knows: {}", known.join(", ")),
     };
     loaded.error_at(path, format!("unknown {what} `{got}`"), hint)

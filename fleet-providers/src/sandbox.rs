@@ -23,8 +23,8 @@ use rand::{Rng, SeedableRng};
 use serde::{Deserialize, Serialize};
 
 use fleet_core::cloud::{
-    Cloud, CloudError, CreateInstance, CreateOutcome, DeleteOutcome, Detail, Observed, ObservedInstance,
-    ObservedResource, Scope,
+    Cloud, CloudError, CreateInstance, CreateOutcome, DeleteOutcome, Detail, Observed,
+    ObservedInstance, ObservedResource, Scope,
 };
 use fleet_core::naming::{self, tags};
 use fleet_core::resource::ResourceSpec;
@@ -140,11 +140,15 @@ impl SandboxCloud {
 
     /// The sandbox a stack describes; its file defaults to `default_dir/sandbox-cloud.json`.
     pub fn from_stack(loaded: &LoadedStack, default_dir: &Path) -> Result<Self, StackError> {
-        let settings: SandboxSettings = loaded.section("provider", &loaded.stack.provider.settings)?;
+        let settings: SandboxSettings =
+            loaded.section("provider", &loaded.stack.provider.settings)?;
         if !(0.0..=1.0).contains(&settings.failure_rate) {
             return Err(loaded.error_at(
                 "provider.failure_rate",
-                format!("failure_rate {} is not between 0 and 1", settings.failure_rate),
+                format!(
+                    "failure_rate {} is not between 0 and 1",
+                    settings.failure_rate
+                ),
                 "use 0.2 for one call in five",
             ));
         }
@@ -178,18 +182,42 @@ impl SandboxCloud {
     }
 
     fn error(&self, operation: &str, code: &str, message: String, transient: bool) -> CloudError {
-        let (provider, operation, code, detail) = (PROVIDER.to_string(), operation.to_string(), code.to_string(), Detail(message));
+        let (provider, operation, code, detail) = (
+            PROVIDER.to_string(),
+            operation.to_string(),
+            code.to_string(),
+            Detail(message),
+        );
         if transient {
-            CloudError::Transient { provider, operation, code, detail }
+            CloudError::Transient {
+                provider,
+                operation,
+                code,
+                detail,
+            }
         } else {
-            CloudError::Rejected { provider, operation, code, detail }
+            CloudError::Rejected {
+                provider,
+                operation,
+                code,
+                detail,
+            }
         }
     }
 
     /// Runs `f` on the world under the sandbox's file lock, saving it if `write`.
-    fn with_world<T>(&self, write: bool, f: impl FnOnce(&mut World) -> Result<T, CloudError>) -> Result<T, CloudError> {
+    fn with_world<T>(
+        &self,
+        write: bool,
+        f: impl FnOnce(&mut World) -> Result<T, CloudError>,
+    ) -> Result<T, CloudError> {
         let io = |what: &str, e: std::io::Error| {
-            self.error("storage", "SandboxIo", format!("{what} {}: {e}", self.file.display()), false)
+            self.error(
+                "storage",
+                "SandboxIo",
+                format!("{what} {}: {e}", self.file.display()),
+                false,
+            )
         };
         if let Some(dir) = self.file.parent() {
             fs::create_dir_all(dir).map_err(|e| io("cannot create the directory of", e))?;
@@ -208,7 +236,10 @@ impl SandboxCloud {
                 self.error(
                     "storage",
                     "SandboxCorrupt",
-                    format!("{} is not a sandbox cloud file ({e}); delete it to start an empty sandbox", self.file.display()),
+                    format!(
+                        "{} is not a sandbox cloud file ({e}); delete it to start an empty sandbox",
+                        self.file.display()
+                    ),
                     false,
                 )
             })?,
@@ -218,9 +249,14 @@ impl SandboxCloud {
         let out = f(&mut world)?;
         if write {
             let cutoff = Utc::now() - chrono::Duration::hours(1);
-            world.instances.retain(|i| i.terminated_at.is_none_or(|t| t > cutoff));
-            let tmp = self.file.with_extension(format!("json.tmp-{}", std::process::id()));
-            let bytes = serde_json::to_vec_pretty(&world).map_err(|e| self.error("storage", "SandboxIo", e.to_string(), false))?;
+            world
+                .instances
+                .retain(|i| i.terminated_at.is_none_or(|t| t > cutoff));
+            let tmp = self
+                .file
+                .with_extension(format!("json.tmp-{}", std::process::id()));
+            let bytes = serde_json::to_vec_pretty(&world)
+                .map_err(|e| self.error("storage", "SandboxIo", e.to_string(), false))?;
             let mut t = OpenOptions::new()
                 .write(true)
                 .create(true)
@@ -228,7 +264,9 @@ impl SandboxCloud {
                 .mode(0o600)
                 .open(&tmp)
                 .map_err(|e| io("cannot write", e))?;
-            t.write_all(&bytes).and_then(|_| t.sync_all()).map_err(|e| io("cannot write", e))?;
+            t.write_all(&bytes)
+                .and_then(|_| t.sync_all())
+                .map_err(|e| io("cannot write", e))?;
             fs::rename(&tmp, &self.file).map_err(|e| io("cannot replace", e))?;
         }
         drop(lock);
@@ -257,7 +295,12 @@ impl SandboxCloud {
     }
 
     fn injected(&self, operation: &str) -> CloudError {
-        self.error(operation, "InjectedFailure", "the sandbox failed this call on purpose (failure_rate)".into(), true)
+        self.error(
+            operation,
+            "InjectedFailure",
+            "the sandbox failed this call on purpose (failure_rate)".into(),
+            true,
+        )
     }
 
     /// After an effect is saved: die here if this is the call `crash_after` names.
@@ -295,7 +338,12 @@ impl SandboxCloud {
             spec_hash: i.tags.get(tags::SPEC).cloned().unwrap_or_default(),
             lifecycle,
             // Loopback addresses: the sandbox boots nothing, and nothing is ever sent there.
-            address: Some(format!("127.{}.{}.{}", 100 + (n >> 16) % 100, (n >> 8) & 255, n & 255)),
+            address: Some(format!(
+                "127.{}.{}.{}",
+                100 + (n >> 16) % 100,
+                (n >> 8) & 255,
+                n & 255
+            )),
             launched_at: i.launched_at,
         }
     }
@@ -363,7 +411,11 @@ impl Cloud for SandboxCloud {
         })
     }
 
-    async fn create_instances(&self, scope: &Scope, batch: &[CreateInstance]) -> Result<CreateOutcome, CloudError> {
+    async fn create_instances(
+        &self,
+        scope: &Scope,
+        batch: &[CreateInstance],
+    ) -> Result<CreateOutcome, CloudError> {
         let injection = self.enter("create").await;
         if let Injection::Before = injection {
             return Err(self.injected("create"));
@@ -372,7 +424,11 @@ impl Cloud for SandboxCloud {
             return Err(self.error(
                 "create",
                 "BatchTooLarge",
-                format!("{} instances in one call; the sandbox takes at most {}", batch.len(), self.settings.max_batch),
+                format!(
+                    "{} instances in one call; the sandbox takes at most {}",
+                    batch.len(),
+                    self.settings.max_batch
+                ),
                 false,
             ));
         }
@@ -437,7 +493,11 @@ impl Cloud for SandboxCloud {
         Ok(out)
     }
 
-    async fn delete_instances(&self, _scope: &Scope, ids: &[String]) -> Result<DeleteOutcome, CloudError> {
+    async fn delete_instances(
+        &self,
+        scope: &Scope,
+        ids: &[String],
+    ) -> Result<DeleteOutcome, CloudError> {
         let injection = self.enter("delete").await;
         if let Injection::Before = injection {
             return Err(self.injected("delete"));
@@ -447,6 +507,18 @@ impl Cloud for SandboxCloud {
             let mut out = DeleteOutcome::default();
             for id in ids {
                 if let Some(i) = w.instances.iter_mut().find(|i| &i.id == id) {
+                    if !in_stack(&i.tags, &scope.stack) {
+                        out.failed.push((
+                            id.clone(),
+                            self.error(
+                                "delete",
+                                "UnauthorizedOperation",
+                                format!("{id} belongs to another stack; fleet-cli only deletes its own instances"),
+                                false,
+                            ),
+                        ));
+                        continue;
+                    }
                     i.terminated_at.get_or_insert(now);
                 }
                 // Unknown ids count as deleted: they are gone either way.
@@ -491,7 +563,11 @@ impl Cloud for SandboxCloud {
         }
         let cloud_name = naming::resource_name(&scope.stack, &spec.name);
         self.with_world(true, |w| {
-            if let Some(r) = w.resources.iter().find(|r| r.kind == spec.kind && r.cloud_name == cloud_name) {
+            if let Some(r) = w
+                .resources
+                .iter()
+                .find(|r| r.kind == spec.kind && r.cloud_name == cloud_name)
+            {
                 return Ok(ObservedResource {
                     cloud_id: r.id.clone(),
                     kind: r.kind.clone(),
@@ -519,7 +595,12 @@ impl Cloud for SandboxCloud {
         })
     }
 
-    async fn delete_resource(&self, _scope: &Scope, _kind: &str, cloud_id: &str) -> Result<(), CloudError> {
+    async fn delete_resource(
+        &self,
+        _scope: &Scope,
+        _kind: &str,
+        cloud_id: &str,
+    ) -> Result<(), CloudError> {
         if let Injection::Before | Injection::After = self.enter("delete_resource").await {
             return Err(self.injected("delete_resource"));
         }
@@ -529,10 +610,16 @@ impl Cloud for SandboxCloud {
         })
     }
 
-    async fn describe_instance(&self, cloud_id: &str) -> Result<Option<ObservedInstance>, CloudError> {
+    async fn describe_instance(
+        &self,
+        cloud_id: &str,
+    ) -> Result<Option<ObservedInstance>, CloudError> {
         let now = Utc::now();
         self.with_world(false, |w| {
-            Ok(w.instances.iter().find(|i| i.id == cloud_id).map(|i| self.observed(i, now)))
+            Ok(w.instances
+                .iter()
+                .find(|i| i.id == cloud_id)
+                .map(|i| self.observed(i, now)))
         })
     }
 }

@@ -36,7 +36,10 @@ async fn sandbox_passes_the_cloud_conformance_suite() {
 async fn separate_provider_instances_see_the_same_cloud() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("cloud.json");
-    let scope = Scope { stack: "s".into(), lineage: "l".into() };
+    let scope = Scope {
+        stack: "s".into(),
+        lineage: "l".into(),
+    };
     let a = SandboxCloud::new(settings(), file.clone());
     let spec = InstanceSpec {
         image: "debian-12".into(),
@@ -60,7 +63,10 @@ async fn instances_boot_for_the_configured_time() {
     let mut s = settings();
     s.boot_time = Duration::from_secs(3600);
     let cloud = SandboxCloud::new(s, dir.path().join("cloud.json"));
-    let scope = Scope { stack: "s".into(), lineage: "l".into() };
+    let scope = Scope {
+        stack: "s".into(),
+        lineage: "l".into(),
+    };
     let spec = InstanceSpec {
         image: "debian-12".into(),
         instance_types: vec!["small".into()],
@@ -80,7 +86,10 @@ async fn instances_boot_for_the_configured_time() {
 async fn unknown_instance_types_are_refused_with_what_to_do() {
     let dir = tempfile::tempdir().unwrap();
     let cloud = SandboxCloud::new(settings(), dir.path().join("cloud.json"));
-    let scope = Scope { stack: "s".into(), lineage: "l".into() };
+    let scope = Scope {
+        stack: "s".into(),
+        lineage: "l".into(),
+    };
     let req = fleet_core::cloud::CreateInstance {
         name: "s-0001".into(),
         spec: InstanceSpec {
@@ -117,7 +126,10 @@ async fn converges_while_a_fifth_of_calls_fail() {
         template_hash: None,
         labels: Default::default(),
     };
-    let scope = Scope { stack: "faulty".into(), lineage: "lin".into() };
+    let scope = Scope {
+        stack: "faulty".into(),
+        lineage: "lin".into(),
+    };
     let clock = chrono::Utc::now;
     let mut failures = 0;
     let mut rounds = 0;
@@ -153,7 +165,11 @@ async fn converges_while_a_fifth_of_calls_fail() {
                 cloud: &cloud,
                 backend: &backend,
                 scope: scope.clone(),
-                options: ApplyOptions { dry_run: false, concurrency: 2, batch_size: 3 },
+                options: ApplyOptions {
+                    dry_run: false,
+                    concurrency: 2,
+                    batch_size: 3,
+                },
                 progress: &NoProgress,
                 clock: &clock,
             };
@@ -161,14 +177,29 @@ async fn converges_while_a_fifth_of_calls_fail() {
             failures += report.failed.len();
         }
         let world = cloud.world().unwrap();
-        let alive: Vec<_> = world.instances.iter().filter(|i| i.terminated_at.is_none()).collect();
-        assert_eq!(alive.len(), want as usize, "exactly the desired count is alive");
+        let alive: Vec<_> = world
+            .instances
+            .iter()
+            .filter(|i| i.terminated_at.is_none())
+            .collect();
+        assert_eq!(
+            alive.len(),
+            want as usize,
+            "exactly the desired count is alive"
+        );
         let mut names: Vec<_> = alive.iter().map(|i| i.tags["fleet:name"].clone()).collect();
         names.sort();
         names.dedup();
         assert_eq!(names.len(), alive.len(), "no duplicate names");
-        assert_eq!(state.instances.len(), alive.len(), "state records every live instance");
+        assert_eq!(
+            state.instances.len(),
+            alive.len(),
+            "state records every live instance"
+        );
     }
-    assert!(failures > 0, "the run must actually have seen injected failures");
+    assert!(
+        failures > 0,
+        "the run must actually have seen injected failures"
+    );
     eprintln!("converged through 3 scale steps in {rounds} rounds with {failures} failed calls");
 }

@@ -27,7 +27,8 @@ pub const INSTANCE: &str = "instance";
 pub enum Action {
     /// Create in the cloud and record.
     Create,
-    /// Create a new one, then delete the old one (spec changed).
+    /// Spec changed. Instances: create the new one, then delete the old one once the new
+    /// one exists. Resources (names are unique in the cloud): delete, then create.
     Replace,
     /// Delete from the cloud and from state.
     Delete,
@@ -110,7 +111,12 @@ pub struct Change {
 
 impl Change {
     /// A change with only the common fields set.
-    pub fn new(action: Action, kind: impl Into<String>, name: impl Into<String>, reason: impl Into<String>) -> Self {
+    pub fn new(
+        action: Action,
+        kind: impl Into<String>,
+        name: impl Into<String>,
+        reason: impl Into<String>,
+    ) -> Self {
         Change {
             action,
             kind: kind.into(),
@@ -170,7 +176,7 @@ pub struct Plan {
     /// Why something was not done (not errors): "waiting on ...".
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub notes: Vec<String>,
-    /// The changes, in the order apply runs them.
+    /// The changes, in display order; apply runs them by phase (see `apply`).
     pub changes: Vec<Change>,
     /// Counts by action.
     pub summary: Summary,

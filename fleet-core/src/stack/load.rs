@@ -17,7 +17,11 @@ use crate::secret::Secret;
 pub type EnvLookup<'a> = &'a dyn Fn(&str) -> Option<String>;
 
 /// Loads the stack at `path`, applies `overrides`, and checks it.
-pub fn load(path: &Path, overrides: &[Override], env: EnvLookup) -> Result<LoadedStack, StackError> {
+pub fn load(
+    path: &Path,
+    overrides: &[Override],
+    env: EnvLookup,
+) -> Result<LoadedStack, StackError> {
     let text = std::fs::read_to_string(path).map_err(|source| {
         StackError::new(path.display().to_string(), StackErrorKind::Read { source })
     })?;
@@ -196,7 +200,11 @@ fn validate(l: &LoadedStack) -> Result<(), StackError> {
     let invalid = |path: &str, message: String, hint: &str| Err(l.error_at(path, message, hint));
 
     if let Some(problem) = naming::label_problem(&s.name) {
-        return invalid("name", format!("stack name `{}` {problem}", s.name), "instance names and hostnames are built from it");
+        return invalid(
+            "name",
+            format!("stack name `{}` {problem}", s.name),
+            "instance names and hostnames are built from it",
+        );
     }
     let longest = s.name.len() + naming::INSTANCE_SUFFIX_LEN;
     if longest > naming::MAX_NAME_LEN {
@@ -211,42 +219,88 @@ fn validate(l: &LoadedStack) -> Result<(), StackError> {
         );
     }
     if s.provider.kind.trim().is_empty() {
-        return invalid("provider.kind", "provider kind is empty".into(), "set it to `sandbox`, `aws`, ...");
+        return invalid(
+            "provider.kind",
+            "provider kind is empty".into(),
+            "set it to `sandbox`, `aws`, ...",
+        );
     }
     if s.instance.image.trim().is_empty() {
-        return invalid("instance.image", "instance image is empty".into(), "name the image every VM boots from");
+        return invalid(
+            "instance.image",
+            "instance image is empty".into(),
+            "name the image every VM boots from",
+        );
     }
     if s.instance.types.is_empty() {
-        return invalid("instance.types", "instance type list is empty".into(), "list at least one instance type");
+        return invalid(
+            "instance.types",
+            "instance type list is empty".into(),
+            "list at least one instance type",
+        );
     }
     if let Some(i) = s.instance.types.iter().position(|t| t.trim().is_empty()) {
-        return invalid(&format!("instance.types[{i}]"), "instance type is empty".into(), "remove it or name a type");
+        return invalid(
+            &format!("instance.types[{i}]"),
+            "instance type is empty".into(),
+            "remove it or name a type",
+        );
+    }
+    if let Some(k) = s.instance.labels.keys().find(|k| k.starts_with("fleet:")) {
+        return invalid(
+            &format!("instance.labels.{k}"),
+            format!("label `{k}` uses the `fleet:` prefix, which the engine's own tags use"),
+            "pick another prefix",
+        );
     }
     let p = &s.policy;
     if p.min_instances > p.max_instances {
         return invalid(
             "policy.min_instances",
-            format!("policy.min_instances ({}) is greater than policy.max_instances ({})", p.min_instances, p.max_instances),
+            format!(
+                "policy.min_instances ({}) is greater than policy.max_instances ({})",
+                p.min_instances, p.max_instances
+            ),
             "lower min_instances or raise max_instances",
         );
     }
     if p.capacity_per_instance == 0 {
-        return invalid("policy.capacity_per_instance", "capacity_per_instance is 0".into(), "a VM must run at least one job");
+        return invalid(
+            "policy.capacity_per_instance",
+            "capacity_per_instance is 0".into(),
+            "a VM must run at least one job",
+        );
     }
     if s.apply.concurrency == 0 {
-        return invalid("apply.concurrency", "apply.concurrency is 0".into(), "allow at least one cloud call at a time");
+        return invalid(
+            "apply.concurrency",
+            "apply.concurrency is 0".into(),
+            "allow at least one cloud call at a time",
+        );
     }
     if s.apply.batch_size == 0 {
-        return invalid("apply.batch_size", "apply.batch_size is 0".into(), "use at least 1");
+        return invalid(
+            "apply.batch_size",
+            "apply.batch_size is 0".into(),
+            "use at least 1",
+        );
     }
     if let Some(i) = s.runner.tags.iter().position(|t| t.trim().is_empty()) {
-        return invalid(&format!("runner.tags[{i}]"), "runner tag is empty".into(), "remove it");
+        return invalid(
+            &format!("runner.tags[{i}]"),
+            "runner tag is empty".into(),
+            "remove it",
+        );
     }
     if let Some(t) = &s.templates.user_data {
         if !l.resolve(t).is_file() {
             return invalid(
                 "templates.user_data",
-                format!("template `{}` does not exist (looked in {})", t.display(), l.resolve(t).display()),
+                format!(
+                    "template `{}` does not exist (looked in {})",
+                    t.display(),
+                    l.resolve(t).display()
+                ),
                 "paths are relative to the stack file",
             );
         }
@@ -260,18 +314,31 @@ fn validate_resources(l: &LoadedStack) -> Result<(), StackError> {
     for (i, r) in s.resources.iter().enumerate() {
         let at = format!("resources[{i}]");
         if r.kind.trim().is_empty() {
-            return Err(l.error_at(&format!("{at}.kind"), "resource kind is empty", "name a kind the provider supports"));
+            return Err(l.error_at(
+                &format!("{at}.kind"),
+                "resource kind is empty",
+                "name a kind the provider supports",
+            ));
         }
         let cloud_name = naming::resource_name(&s.name, &r.name);
-        if let Some(problem) = naming::label_problem(&r.name).or_else(|| naming::label_problem(&cloud_name)) {
+        if let Some(problem) =
+            naming::label_problem(&r.name).or_else(|| naming::label_problem(&cloud_name))
+        {
             return Err(l.error_at(
                 &format!("{at}.name"),
-                format!("resource name `{}` (in the cloud `{cloud_name}`) {problem}", r.name),
+                format!(
+                    "resource name `{}` (in the cloud `{cloud_name}`) {problem}",
+                    r.name
+                ),
                 "use a short lowercase name",
             ));
         }
         if !seen.insert(format!("{}/{}", r.kind, r.name)) {
-            return Err(l.error_at(&format!("{at}.name"), format!("resource `{}/{}` is declared twice", r.kind, r.name), "give each resource its own name"));
+            return Err(l.error_at(
+                &format!("{at}.name"),
+                format!("resource `{}/{}` is declared twice", r.kind, r.name),
+                "give each resource its own name",
+            ));
         }
     }
     for (i, r) in s.resources.iter().enumerate() {
@@ -286,7 +353,11 @@ fn validate_resources(l: &LoadedStack) -> Result<(), StackError> {
         }
     }
     if let Err(cycle) = crate::resource::dependency_order(&s.resources) {
-        return Err(l.error_at("resources", format!("resources depend on each other in a cycle ({cycle})"), "remove one of the depends_on entries"));
+        return Err(l.error_at(
+            "resources",
+            format!("resources depend on each other in a cycle ({cycle})"),
+            "remove one of the depends_on entries",
+        ));
     }
     Ok(())
 }
@@ -297,7 +368,10 @@ mod tests {
 
     #[test]
     fn unknown_messages_are_split_into_key_and_candidates() {
-        let (k, e) = parse_unknown("unknown field `max_instance`, expected one of `min_instances`, `max_instances`").unwrap();
+        let (k, e) = parse_unknown(
+            "unknown field `max_instance`, expected one of `min_instances`, `max_instances`",
+        )
+        .unwrap();
         assert_eq!(k, "max_instance");
         assert_eq!(e, vec!["min_instances", "max_instances"]);
         assert_eq!(closest(&k, &e).as_deref(), Some("max_instances"));

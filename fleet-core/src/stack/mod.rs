@@ -30,7 +30,7 @@ pub use source_map::{Location, SourceMap};
 pub struct Stack {
     /// The fleet's name: a DNS label, prefix of every instance name.
     pub name: String,
-    /// Free text shown in plans.
+    /// Free text for people reading the stack.
     #[serde(default)]
     pub description: Option<String>,
     /// Which cloud runs the VMs, and its settings (`kind` plus provider keys).
@@ -137,7 +137,7 @@ impl Default for PolicyConfig {
 /// `state:`: the backend's `backend` kind and its own settings.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct StateSection {
-    /// `local` (default) or `s3`.
+    /// `local` (the default, and the only backend in this build).
     #[serde(default = "default_backend")]
     pub backend: String,
     /// Every other key, for the backend to decode.
@@ -255,7 +255,12 @@ impl LoadedStack {
     }
 
     /// An error about the value at `path`, located in the file.
-    pub fn error_at(&self, path: &str, message: impl Into<String>, hint: impl Into<String>) -> StackError {
+    pub fn error_at(
+        &self,
+        path: &str,
+        message: impl Into<String>,
+        hint: impl Into<String>,
+    ) -> StackError {
         StackError::new(
             self.origin(path),
             StackErrorKind::Invalid {

@@ -28,9 +28,9 @@ impl Override {
                 },
             )
         };
-        let (path, raw) = text
-            .split_once('=')
-            .ok_or_else(|| bad("expected `path=value`, for example `--set policy.min_instances=3`"))?;
+        let (path, raw) = text.split_once('=').ok_or_else(|| {
+            bad("expected `path=value`, for example `--set policy.min_instances=3`")
+        })?;
         let path = path.trim();
         if path.is_empty() || path.split('.').any(str::is_empty) {
             return Err(bad("the key path is empty or has an empty segment"));
@@ -141,13 +141,25 @@ mod tests {
     #[test]
     fn nested_maps_are_created_and_lists_indexed() {
         let mut root: Value = serde_yaml_ng::from_str("a: {b: 1}\nl: [{n: x}]").unwrap();
-        Override::parse("a.c.d=2").unwrap().apply(&mut root).unwrap();
-        Override::parse("l.0.n=y").unwrap().apply(&mut root).unwrap();
+        Override::parse("a.c.d=2")
+            .unwrap()
+            .apply(&mut root)
+            .unwrap();
+        Override::parse("l.0.n=y")
+            .unwrap()
+            .apply(&mut root)
+            .unwrap();
         assert_eq!(root["a"]["c"]["d"], Value::Number(2.into()));
         assert_eq!(root["l"][0]["n"], Value::String("y".into()));
-        let err = Override::parse("l.3.n=y").unwrap().apply(&mut root).unwrap_err();
+        let err = Override::parse("l.3.n=y")
+            .unwrap()
+            .apply(&mut root)
+            .unwrap_err();
         assert!(err.to_string().contains("not an index"), "{err}");
-        let err = Override::parse("a.b.c=1").unwrap().apply(&mut root).unwrap_err();
+        let err = Override::parse("a.b.c=1")
+            .unwrap()
+            .apply(&mut root)
+            .unwrap_err();
         assert!(err.to_string().contains("single value"), "{err}");
     }
 

@@ -43,18 +43,17 @@ impl SourceMap {
         let mut keys = HashMap::new();
         let mut parser = Parser::new_from_str(source);
         let mut stack: Vec<Frame> = Vec::new();
-        loop {
-            let Ok((event, mark)) = parser.next_token() else {
-                break;
-            };
+        while let Ok((event, mark)) = parser.next_token() {
             // yaml-rust2 counts lines from 1 and columns from 0.
             let here = Location {
                 line: mark.line(),
                 column: mark.col() + 1,
             };
             // The path of the node this event starts, when it is a value (not a key).
-            let value_path = |stack: &mut Vec<Frame>, keys: &mut HashMap<String, Location>| {
-                match stack.last_mut() {
+            let value_path =
+                |stack: &mut Vec<Frame>, keys: &mut HashMap<String, Location>| match stack
+                    .last_mut()
+                {
                     Some(Frame::Map { path, key }) => key.take().map(|k| join(path, &k)),
                     Some(Frame::Seq { path, index }) => {
                         let p = format!("{path}[{index}]");
@@ -63,8 +62,7 @@ impl SourceMap {
                         Some(p)
                     }
                     None => Some(String::new()),
-                }
-            };
+                };
             match event {
                 Event::StreamEnd => break,
                 Event::Scalar(text, ..) => {
@@ -134,16 +132,31 @@ mod tests {
     fn keys_nested_in_maps_and_sequences_are_located() {
         let m = SourceMap::build(DOC);
         assert_eq!(m.locate("name"), Some(Location { line: 1, column: 1 }));
-        assert_eq!(m.locate("policy.max_instances"), Some(Location { line: 4, column: 3 }));
-        assert_eq!(m.locate("resources[0].name"), Some(Location { line: 7, column: 5 }));
-        assert_eq!(m.locate("resources[1].kind"), Some(Location { line: 8, column: 6 }));
-        assert_eq!(m.locate("resources[1]"), Some(Location { line: 8, column: 5 }));
+        assert_eq!(
+            m.locate("policy.max_instances"),
+            Some(Location { line: 4, column: 3 })
+        );
+        assert_eq!(
+            m.locate("resources[0].name"),
+            Some(Location { line: 7, column: 5 })
+        );
+        assert_eq!(
+            m.locate("resources[1].kind"),
+            Some(Location { line: 8, column: 6 })
+        );
+        assert_eq!(
+            m.locate("resources[1]"),
+            Some(Location { line: 8, column: 5 })
+        );
     }
 
     #[test]
     fn unknown_paths_fall_back_to_the_nearest_ancestor() {
         let m = SourceMap::build(DOC);
-        assert_eq!(m.locate("policy.idle_count"), Some(Location { line: 2, column: 1 }));
+        assert_eq!(
+            m.locate("policy.idle_count"),
+            Some(Location { line: 2, column: 1 })
+        );
         assert_eq!(m.locate("nothing.here"), None);
     }
 

@@ -79,7 +79,9 @@ pub enum StateError {
         holder: Box<LockInfo>,
     },
     /// A write was based on a serial that is no longer the stored one.
-    #[error("state at {location} moved: expected to replace serial {expected}, found serial {found}")]
+    #[error(
+        "state at {location} moved: expected to replace serial {expected}, found serial {found}"
+    )]
     Conflict {
         /// Where the state is.
         location: String,
@@ -89,7 +91,9 @@ pub enum StateError {
         found: u64,
     },
     /// A write from a different state history.
-    #[error("state at {location} has lineage {stored}, not {ours}; it belongs to another state history")]
+    #[error(
+        "state at {location} has lineage {stored}, not {ours}; it belongs to another state history"
+    )]
     LineageMismatch {
         /// Where the state is.
         location: String,

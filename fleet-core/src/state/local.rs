@@ -21,7 +21,7 @@ use crate::stack::{LoadedStack, StackError};
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct LocalSettings {
-    /// The state file, relative to the stack file; default `.fleet/<stack file name>.state.json`.
+    /// The state file, relative to the stack file; default `.fleet/<stack file stem>.state.json`.
     #[serde(default)]
     pub path: Option<PathBuf>,
 }
@@ -45,7 +45,10 @@ impl LocalBackend {
     /// The backend a stack's `state:` section describes.
     pub fn from_stack(loaded: &LoadedStack) -> Result<Self, StackError> {
         let settings: LocalSettings = loaded.section("state", &loaded.stack.state.settings)?;
-        Ok(LocalBackend::new(default_path(loaded, settings.path.as_deref())))
+        Ok(LocalBackend::new(default_path(
+            loaded,
+            settings.path.as_deref(),
+        )))
     }
 
     /// The state file.
@@ -211,7 +214,10 @@ fn default_path(loaded: &LoadedStack, configured: Option<&Path>) -> PathBuf {
                 .file_stem()
                 .map(|s| s.to_string_lossy().into_owned())
                 .unwrap_or_else(|| loaded.stack.name.clone());
-            loaded.dir().join(".fleet").join(format!("{stem}.state.json"))
+            loaded
+                .dir()
+                .join(".fleet")
+                .join(format!("{stem}.state.json"))
         }
     }
 }

@@ -29,7 +29,10 @@ pub async fn backend_conformance<B: StateBackend>(make: impl Fn() -> B) {
     let b = make();
 
     // Empty storage reads as no state.
-    assert!(a.read().await.expect("read empty").is_none(), "empty storage must read as None");
+    assert!(
+        a.read().await.expect("read empty").is_none(),
+        "empty storage must read as None"
+    );
 
     // The first write must be serial 1.
     let mut s = State::new("conf", "lineage-1");
@@ -40,10 +43,15 @@ pub async fn backend_conformance<B: StateBackend>(make: impl Fn() -> B) {
     );
     s.serial = 1;
     for i in 1..=3 {
-        s.instances.insert(crate::naming::instance_name("conf", i), record(i));
+        s.instances
+            .insert(crate::naming::instance_name("conf", i), record(i));
     }
     a.write(&s).await.expect("first write");
-    assert_eq!(b.read().await.expect("read").as_ref(), Some(&s), "state must round-trip");
+    assert_eq!(
+        b.read().await.expect("read").as_ref(),
+        Some(&s),
+        "state must round-trip"
+    );
 
     // Lost updates are detected: a write not based on the stored serial is refused.
     let stale = s.clone();
@@ -53,16 +61,26 @@ pub async fn backend_conformance<B: StateBackend>(make: impl Fn() -> B) {
     let mut conflicting = stale;
     conflicting.serial = 2;
     assert!(
-        matches!(b.write(&conflicting).await, Err(StateError::Conflict { .. })),
+        matches!(
+            b.write(&conflicting).await,
+            Err(StateError::Conflict { .. })
+        ),
         "a write based on an old serial must be refused"
     );
-    assert_eq!(a.read().await.expect("read").as_ref(), Some(&s), "a refused write must change nothing");
+    assert_eq!(
+        a.read().await.expect("read").as_ref(),
+        Some(&s),
+        "a refused write must change nothing"
+    );
 
     // Another lineage is refused.
     let mut other = State::new("conf", "lineage-2");
     other.serial = 3;
     assert!(
-        matches!(b.write(&other).await, Err(StateError::LineageMismatch { .. })),
+        matches!(
+            b.write(&other).await,
+            Err(StateError::LineageMismatch { .. })
+        ),
         "a write from another lineage must be refused"
     );
 
@@ -78,16 +96,23 @@ pub async fn backend_conformance<B: StateBackend>(make: impl Fn() -> B) {
         other => panic!("a second lock must fail with Locked, got {other:?}"),
     }
     a.unlock().await.expect("unlock a");
-    b.lock(&lock_info("fleet-cli destroy", 4343)).await.expect("lock after release");
+    b.lock(&lock_info("fleet-cli destroy", 4343))
+        .await
+        .expect("lock after release");
     b.unlock().await.expect("unlock b");
     b.unlock().await.expect("unlock is harmless when not held");
 
     // A larger state round-trips.
     let mut big = a.read().await.expect("read").expect("some");
     for i in 10..1010 {
-        big.instances.insert(crate::naming::instance_name("conf", i), record(i));
+        big.instances
+            .insert(crate::naming::instance_name("conf", i), record(i));
     }
     big.serial += 1;
     a.write(&big).await.expect("big write");
-    assert_eq!(b.read().await.expect("read big").as_ref(), Some(&big), "1,000 records must round-trip");
+    assert_eq!(
+        b.read().await.expect("read big").as_ref(),
+        Some(&big),
+        "1,000 records must round-trip"
+    );
 }

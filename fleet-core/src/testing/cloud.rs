@@ -41,17 +41,30 @@ pub async fn cloud_conformance(cloud: &dyn Cloud, stack: &str, image: &str, inst
     };
 
     let before = cloud.observe(&scope).await.expect("observe");
-    assert!(before.instances.is_empty(), "a new stack must observe no instances");
+    assert!(
+        before.instances.is_empty(),
+        "a new stack must observe no instances"
+    );
 
     // One call creates a batch, tagged.
     let batch: Vec<CreateInstance> = (1..=3).map(request).collect();
-    let out = cloud.create_instances(&scope, &batch).await.expect("create batch");
+    let out = cloud
+        .create_instances(&scope, &batch)
+        .await
+        .expect("create batch");
     assert!(out.failed.is_empty(), "create failed: {:?}", out.failed);
     assert_eq!(out.created.len(), 3, "all three must be created");
     let seen = cloud.observe(&scope).await.expect("observe");
     let mut names: Vec<&str> = seen.instances.iter().map(|o| o.name.as_str()).collect();
     names.sort();
-    assert_eq!(names, vec![batch[0].name.as_str(), batch[1].name.as_str(), batch[2].name.as_str()]);
+    assert_eq!(
+        names,
+        vec![
+            batch[0].name.as_str(),
+            batch[1].name.as_str(),
+            batch[2].name.as_str()
+        ]
+    );
     for o in &seen.instances {
         assert_eq!(o.lineage, scope.lineage, "lineage tag must be reported");
         assert_eq!(o.spec_hash, spec.hash(), "spec tag must be reported");
@@ -60,16 +73,44 @@ pub async fn cloud_conformance(cloud: &dyn Cloud, stack: &str, image: &str, inst
     }
 
     // Creating the same names again is idempotent.
-    let again = cloud.create_instances(&scope, &batch[..2]).await.expect("retry create");
+    let again = cloud
+        .create_instances(&scope, &batch[..2])
+        .await
+        .expect("retry create");
     let mut ids: Vec<&str> = again.created.iter().map(|o| o.cloud_id.as_str()).collect();
     ids.sort();
-    let mut first: Vec<&str> = out.created.iter().filter(|o| o.name != batch[2].name).map(|o| o.cloud_id.as_str()).collect();
+    let mut first: Vec<&str> = out
+        .created
+        .iter()
+        .filter(|o| o.name != batch[2].name)
+        .map(|o| o.cloud_id.as_str())
+        .collect();
     first.sort();
-    assert_eq!(ids, first, "a retried create must return the existing instances");
-    assert_eq!(cloud.observe(&scope).await.expect("observe").instances.len(), 3, "a retried create must not duplicate");
+    assert_eq!(
+        ids, first,
+        "a retried create must return the existing instances"
+    );
+    assert_eq!(
+        cloud
+            .observe(&scope)
+            .await
+            .expect("observe")
+            .instances
+            .len(),
+        3,
+        "a retried create must not duplicate"
+    );
 
     // Other stacks do not see them.
-    assert!(cloud.observe(&other).await.expect("observe other").instances.is_empty(), "observe must filter by stack");
+    assert!(
+        cloud
+            .observe(&other)
+            .await
+            .expect("observe other")
+            .instances
+            .is_empty(),
+        "observe must filter by stack"
+    );
 
     // What a crash right after create leaves behind is adopted by the next plan.
     let state = State::new(stack, "new-lineage");
@@ -85,7 +126,11 @@ pub async fn cloud_conformance(cloud: &dyn Cloud, stack: &str, image: &str, inst
         now: t0(),
     });
     assert_eq!(
-        adopt.changes.iter().filter(|c| c.action == Action::Adopt).count(),
+        adopt
+            .changes
+            .iter()
+            .filter(|c| c.action == Action::Adopt)
+            .count(),
         3,
         "tagged instances missing from state must be adopted:\n{}",
         adopt.display()
@@ -93,15 +138,28 @@ pub async fn cloud_conformance(cloud: &dyn Cloud, stack: &str, image: &str, inst
 
     // describe_instance finds one by id.
     let one = &out.created[0];
-    let found = cloud.describe_instance(&one.cloud_id).await.expect("describe");
+    let found = cloud
+        .describe_instance(&one.cloud_id)
+        .await
+        .expect("describe");
     assert_eq!(found.map(|o| o.name), Some(one.name.clone()));
 
     // Delete, twice: the second time the id is already gone and still counts as deleted.
     let id = one.cloud_id.clone();
-    let del = cloud.delete_instances(&scope, std::slice::from_ref(&id)).await.expect("delete");
+    let del = cloud
+        .delete_instances(&scope, std::slice::from_ref(&id))
+        .await
+        .expect("delete");
     assert_eq!(del.deleted, vec![id.clone()]);
-    let del = cloud.delete_instances(&scope, std::slice::from_ref(&id)).await.expect("delete again");
-    assert_eq!(del.deleted, vec![id.clone()], "deleting a gone instance must count as deleted");
+    let del = cloud
+        .delete_instances(&scope, std::slice::from_ref(&id))
+        .await
+        .expect("delete again");
+    assert_eq!(
+        del.deleted,
+        vec![id.clone()],
+        "deleting a gone instance must count as deleted"
+    );
     let left: Vec<_> = cloud
         .observe(&scope)
         .await
@@ -121,20 +179,43 @@ pub async fn cloud_conformance(cloud: &dyn Cloud, stack: &str, image: &str, inst
             depends_on: Vec::new(),
         };
         let tags = object_tags(&scope, &r.name, &r.hash(), Some(kind));
-        let made = cloud.create_resource(&scope, &r, &tags).await.expect("create resource");
-        let again = cloud.create_resource(&scope, &r, &tags).await.expect("create resource again");
-        assert_eq!(made.cloud_id, again.cloud_id, "resource create must be idempotent");
+        let made = cloud
+            .create_resource(&scope, &r, &tags)
+            .await
+            .expect("create resource");
+        let again = cloud
+            .create_resource(&scope, &r, &tags)
+            .await
+            .expect("create resource again");
+        assert_eq!(
+            made.cloud_id, again.cloud_id,
+            "resource create must be idempotent"
+        );
         let seen = cloud.observe(&scope).await.expect("observe");
         assert_eq!(seen.resources.len(), 1);
         assert_eq!(seen.resources[0].name, "conf");
         assert_eq!(seen.resources[0].spec_hash, r.hash());
-        cloud.delete_resource(&scope, kind, &made.cloud_id).await.expect("delete resource");
-        cloud.delete_resource(&scope, kind, &made.cloud_id).await.expect("delete resource again");
-        assert!(cloud.observe(&scope).await.expect("observe").resources.is_empty());
+        cloud
+            .delete_resource(&scope, kind, &made.cloud_id)
+            .await
+            .expect("delete resource");
+        cloud
+            .delete_resource(&scope, kind, &made.cloud_id)
+            .await
+            .expect("delete resource again");
+        assert!(cloud
+            .observe(&scope)
+            .await
+            .expect("observe")
+            .resources
+            .is_empty());
     }
 
     let rest: Vec<String> = left.into_iter().map(|o| o.cloud_id).collect();
-    cloud.delete_instances(&scope, &rest).await.expect("cleanup");
+    cloud
+        .delete_instances(&scope, &rest)
+        .await
+        .expect("cleanup");
 }
 
 fn conformance_properties(kind: &str) -> BTreeMap<String, serde_json::Value> {
@@ -142,7 +223,9 @@ fn conformance_properties(kind: &str) -> BTreeMap<String, serde_json::Value> {
     if kind == "key_pair" {
         p.insert(
             "public_key".into(),
-            serde_json::Value::String("ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIConformance conformance@fleet".into()),
+            serde_json::Value::String(
+                "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIConformance conformance@fleet".into(),
+            ),
         );
     }
     p

@@ -7,8 +7,8 @@ use std::sync::Mutex;
 use async_trait::async_trait;
 
 use crate::cloud::{
-    Cloud, CloudError, CreateInstance, CreateOutcome, DeleteOutcome, Detail, Observed, ObservedInstance,
-    ObservedResource, Scope,
+    Cloud, CloudError, CreateInstance, CreateOutcome, DeleteOutcome, Detail, Observed,
+    ObservedInstance, ObservedResource, Scope,
 };
 use crate::naming::tags;
 use crate::resource::ResourceSpec;
@@ -44,7 +44,12 @@ impl MemoryCloud {
 
     /// How many calls of `operation` were made.
     pub fn calls(&self, operation: &str) -> usize {
-        self.calls.lock().expect("lock").get(operation).copied().unwrap_or(0)
+        self.calls
+            .lock()
+            .expect("lock")
+            .get(operation)
+            .copied()
+            .unwrap_or(0)
     }
 
     /// Instances alive in the cloud for `stack`.
@@ -67,7 +72,12 @@ impl MemoryCloud {
     }
 
     fn count(&self, op: &str) {
-        *self.calls.lock().expect("lock").entry(op.to_string()).or_default() += 1;
+        *self
+            .calls
+            .lock()
+            .expect("lock")
+            .entry(op.to_string())
+            .or_default() += 1;
     }
 }
 
@@ -114,7 +124,11 @@ impl Cloud for MemoryCloud {
         })
     }
 
-    async fn create_instances(&self, scope: &Scope, batch: &[CreateInstance]) -> Result<CreateOutcome, CloudError> {
+    async fn create_instances(
+        &self,
+        scope: &Scope,
+        batch: &[CreateInstance],
+    ) -> Result<CreateOutcome, CloudError> {
         self.count("create");
         let mut out = CreateOutcome::default();
         let mut all = self.instances.lock().expect("lock");
@@ -123,10 +137,11 @@ impl Cloud for MemoryCloud {
                 out.failed.push((req.name.clone(), e));
                 continue;
             }
-            if let Some(s) = all
-                .iter()
-                .find(|s| s.stack == scope.stack && s.observed.name == req.name && !s.observed.lifecycle.is_gone())
-            {
+            if let Some(s) = all.iter().find(|s| {
+                s.stack == scope.stack
+                    && s.observed.name == req.name
+                    && !s.observed.lifecycle.is_gone()
+            }) {
                 out.created.push(s.observed.clone());
                 continue;
             }
@@ -150,7 +165,11 @@ impl Cloud for MemoryCloud {
         Ok(out)
     }
 
-    async fn delete_instances(&self, _scope: &Scope, ids: &[String]) -> Result<DeleteOutcome, CloudError> {
+    async fn delete_instances(
+        &self,
+        _scope: &Scope,
+        ids: &[String],
+    ) -> Result<DeleteOutcome, CloudError> {
         self.count("delete");
         let mut out = DeleteOutcome::default();
         let mut all = self.instances.lock().expect("lock");
@@ -175,7 +194,10 @@ impl Cloud for MemoryCloud {
     ) -> Result<ObservedResource, CloudError> {
         self.count("create_resource");
         let mut all = self.resources.lock().expect("lock");
-        if let Some((_, r)) = all.iter().find(|(s, r)| *s == scope.stack && r.kind == spec.kind && r.name == spec.name) {
+        if let Some((_, r)) = all
+            .iter()
+            .find(|(s, r)| *s == scope.stack && r.kind == spec.kind && r.name == spec.name)
+        {
             return Ok(r.clone());
         }
         let r = ObservedResource {
@@ -188,13 +210,24 @@ impl Cloud for MemoryCloud {
         Ok(r)
     }
 
-    async fn delete_resource(&self, _scope: &Scope, _kind: &str, cloud_id: &str) -> Result<(), CloudError> {
+    async fn delete_resource(
+        &self,
+        _scope: &Scope,
+        _kind: &str,
+        cloud_id: &str,
+    ) -> Result<(), CloudError> {
         self.count("delete_resource");
-        self.resources.lock().expect("lock").retain(|(_, r)| r.cloud_id != cloud_id);
+        self.resources
+            .lock()
+            .expect("lock")
+            .retain(|(_, r)| r.cloud_id != cloud_id);
         Ok(())
     }
 
-    async fn describe_instance(&self, cloud_id: &str) -> Result<Option<ObservedInstance>, CloudError> {
+    async fn describe_instance(
+        &self,
+        cloud_id: &str,
+    ) -> Result<Option<ObservedInstance>, CloudError> {
         Ok(self
             .instances
             .lock()

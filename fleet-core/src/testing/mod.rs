@@ -15,7 +15,9 @@ use crate::state::LockInfo;
 
 /// A fixed instant for tests.
 pub fn t0() -> DateTime<Utc> {
-    Utc.with_ymd_and_hms(2026, 11, 1, 12, 0, 0).single().expect("valid date")
+    Utc.with_ymd_and_hms(2026, 11, 1, 12, 0, 0)
+        .single()
+        .expect("valid date")
 }
 
 /// A lock holder for tests.

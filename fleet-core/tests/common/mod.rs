@@ -9,7 +9,9 @@ use fleet_core::plan::{Operation, Plan};
 use fleet_core::planner::{plan, Desired, PlanInput};
 use fleet_core::resource::ResourceSpec;
 use fleet_core::spec::InstanceSpec;
-use fleet_core::state::{InstanceRecord, JobFacts, Lifecycle, PendingKind, PendingOp, ResourceRecord, State};
+use fleet_core::state::{
+    InstanceRecord, JobFacts, Lifecycle, PendingKind, PendingOp, ResourceRecord, State,
+};
 use fleet_core::testing::t0;
 
 pub const STACK: &str = "ci";
@@ -36,7 +38,10 @@ pub fn desired(n: u32, image: &str) -> Desired {
 
 pub fn key_pair(name: &str, key: &str) -> ResourceSpec {
     let mut properties = BTreeMap::new();
-    properties.insert("public_key".to_string(), serde_json::Value::String(key.into()));
+    properties.insert(
+        "public_key".to_string(),
+        serde_json::Value::String(key.into()),
+    );
     ResourceSpec {
         kind: "key_pair".into(),
         name: name.into(),

@@ -1,0 +1,51 @@
+# The front door. `make up` creates the sandbox fleet; `make test` runs every test.
+#   STACK=stacks/other.yaml  selects a stack (default: the sandbox, no credentials needed)
+#   ARGS="--set policy.min_instances=5"  passes extra flags to fleet-cli
+
+CARGO ?= cargo
+STACK ?= stacks/sandbox.yaml
+ARGS ?=
+FLEET = $(CARGO) run --quiet -p fleet-cli --
+
+.PHONY: all build preview plan up destroy refresh test lint fmt bench clean
+
+all: build
+
+build:
+	$(CARGO) build -p fleet-cli
+
+preview:
+	$(FLEET) preview --stack $(STACK) $(ARGS)
+
+plan:
+	$(FLEET) plan --stack $(STACK) $(ARGS)
+
+# Applies what the preview shows without asking, as a timer-driven `make up` must.
+up:
+	$(FLEET) up --stack $(STACK) --yes $(ARGS)
+
+# Asks for confirmation on a terminal; pass ARGS=--yes to skip.
+destroy:
+	$(FLEET) destroy --stack $(STACK) $(ARGS)
+
+refresh:
+	$(FLEET) refresh --stack $(STACK) $(ARGS)
+
+test:
+	$(CARGO) test --workspace --locked
+	$(CARGO) run --quiet -p fleet-core --example embed --features testing
+
+lint:
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --workspace --all-targets --locked -- -D warnings
+
+fmt:
+	$(CARGO) fmt --all
+
+bench:
+	$(CARGO) bench -p fleet-core --bench plan -- --noplot
+	$(CARGO) bench -p fleet-core --bench plan_memory
+
+clean:
+	$(CARGO) clean
+	rm -rf stacks/.fleet
