@@ -20,6 +20,8 @@
 //! everywhere, so every decision can be tested with plain values. Implementations of the
 //! traits live in `fleet-providers`.
 
+#![warn(missing_docs)]
+
 pub mod apply;
 pub mod ci;
 pub mod cloud;
