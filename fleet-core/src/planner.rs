@@ -2,11 +2,11 @@
 //!
 //! It runs named steps in a fixed order, so the policy reads top to bottom:
 //!
-//! 1. [`settle_instances`] / [`settle_resources`]: match records with what the cloud
+//! 1. `settle_instances` / `settle_resources`: match records with what the cloud
 //!    reports; adopt tagged objects state lacks, forget records whose object is gone, and
 //!    settle operations an interrupted apply left pending.
-//! 2. [`plan_resources`]: create, replace or delete supporting resources.
-//! 3. [`plan_instances`]: replace out-of-date instances and create or delete to reach the
+//! 2. `plan_resources`: create, replace or delete supporting resources.
+//! 3. `plan_instances`: replace out-of-date instances and create or delete to reach the
 //!    desired count.
 //!
 //! Destroy is not a special case: it is a plan against [`Desired::nothing`].
