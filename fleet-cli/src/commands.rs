@@ -9,7 +9,7 @@ use serde_json::json;
 
 use fleet_core::apply::{ApplyOptions, ApplyReport, Executor, NoProgress, Progress};
 use fleet_core::plan::{Operation, Plan, PLAN_FORMAT_VERSION};
-use fleet_core::state::{InstanceRecord, JobFacts, State};
+use fleet_core::state::{InstanceRecord, State};
 
 use crate::context::{new_lineage, Ctx};
 use crate::output::{self, CliProgress};
@@ -311,22 +311,10 @@ pub async fn state_import(g: &Global, name: &str, cloud_id: &str) -> Result<u8> 
             );
         }
         let spec = ctx.fleet().instance_spec()?;
-        state.instances.insert(
-            name.to_string(),
-            InstanceRecord {
-                name: name.to_string(),
-                cloud_id: Some(o.cloud_id.clone()),
-                spec_hash: o.spec_hash.clone(),
-                image: o.image.clone(),
-                instance_type: o.instance_type.clone(),
-                template_hash: (o.spec_hash == spec.hash()).then(|| spec.template_hash.clone()).flatten(),
-                created_at: o.launched_at,
-                lifecycle: o.lifecycle,
-                address: o.address.clone(),
-                jobs: JobFacts::default(),
-                pending: None,
-            },
-        );
+        let template_hash = (o.spec_hash == spec.hash()).then(|| spec.template_hash.clone()).flatten();
+        let mut record = InstanceRecord::from_observed(&o, template_hash);
+        record.name = name.to_string();
+        state.instances.insert(name.to_string(), record);
         state.serial += 1;
         ctx.backend.write(&state).await?;
         println!("Imported {cloud_id} as `{name}` (serial {}).", state.serial);

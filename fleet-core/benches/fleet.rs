@@ -8,7 +8,7 @@ use fleet_core::naming::instance_name;
 use fleet_core::plan::{Operation, Plan};
 use fleet_core::planner::{plan, Desired, PlanInput};
 use fleet_core::spec::InstanceSpec;
-use fleet_core::state::{InstanceRecord, JobFacts, Lifecycle, State};
+use fleet_core::state::{InstanceRecord, Lifecycle, State};
 
 pub const STACK: &str = "bench";
 
@@ -58,22 +58,9 @@ pub fn fleet(n: u64, churn: bool) -> Fleet {
         let gone = churn && i % 200 == 1;
         let untracked = churn && i % 200 == 2;
         if !untracked {
-            state.instances.insert(
-                o.name.clone(),
-                InstanceRecord {
-                    name: o.name.clone(),
-                    cloud_id: Some(o.cloud_id.clone()),
-                    spec_hash: o.spec_hash.clone(),
-                    image: o.image.clone(),
-                    instance_type: o.instance_type.clone(),
-                    template_hash: None,
-                    created_at: o.launched_at,
-                    lifecycle: o.lifecycle,
-                    address: o.address.clone(),
-                    jobs: JobFacts::default(),
-                    pending: None,
-                },
-            );
+            state
+                .instances
+                .insert(o.name.clone(), InstanceRecord::from_observed(&o, None));
         }
         if !gone {
             observed.instances.push(o);

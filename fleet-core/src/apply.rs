@@ -640,26 +640,12 @@ fn settle_record(c: &Change, state: &mut State, now: DateTime<Utc>) {
                 Some(r) => r.template_hash.clone(),
                 None => c.instance.as_ref().and_then(|s| s.template_hash.clone()),
             };
-            let jobs = previous
-                .as_ref()
-                .map(|r| r.jobs.clone())
-                .unwrap_or_default();
-            state.instances.insert(
-                o.name.clone(),
-                InstanceRecord {
-                    name: o.name.clone(),
-                    cloud_id: Some(o.cloud_id.clone()),
-                    spec_hash: o.spec_hash.clone(),
-                    image: o.image.clone(),
-                    instance_type: o.instance_type.clone(),
-                    template_hash,
-                    created_at: previous.map_or(o.launched_at, |r| r.created_at),
-                    lifecycle: o.lifecycle,
-                    address: o.address.clone(),
-                    jobs,
-                    pending: None,
-                },
-            );
+            let mut record = InstanceRecord::from_observed(o, template_hash);
+            if let Some(p) = previous {
+                record.created_at = p.created_at;
+                record.jobs = p.jobs;
+            }
+            state.instances.insert(o.name.clone(), record);
         }
         (Action::Adopt, false) => {
             let Some(o) = &c.observed_resource else {

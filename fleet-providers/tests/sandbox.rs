@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use fleet_core::apply::{ApplyOptions, Executor, NoProgress};
-use fleet_core::cloud::{Cloud, Scope};
+use fleet_core::cloud::{Cloud, CreateInstance, Scope};
 use fleet_core::plan::Operation;
 use fleet_core::planner::{plan, Desired, PlanInput};
 use fleet_core::spec::InstanceSpec;
@@ -25,6 +25,23 @@ fn settings() -> SandboxSettings {
     }
 }
 
+fn spec(types: &[&str]) -> InstanceSpec {
+    InstanceSpec {
+        image: "debian-12".into(),
+        instance_types: types.iter().map(|t| t.to_string()).collect(),
+        template_hash: None,
+        labels: Default::default(),
+    }
+}
+
+fn request(scope: &Scope, types: &[&str]) -> CreateInstance {
+    CreateInstance {
+        name: "s-0001".into(),
+        spec: spec(types),
+        tags: fleet_core::apply::object_tags(scope, "s-0001", "h", None),
+    }
+}
+
 #[tokio::test]
 async fn sandbox_passes_the_cloud_conformance_suite() {
     let dir = tempfile::tempdir().unwrap();
@@ -41,17 +58,7 @@ async fn separate_provider_instances_see_the_same_cloud() {
         lineage: "l".into(),
     };
     let a = SandboxCloud::new(settings(), file.clone());
-    let spec = InstanceSpec {
-        image: "debian-12".into(),
-        instance_types: vec!["small".into()],
-        template_hash: None,
-        labels: Default::default(),
-    };
-    let req = fleet_core::cloud::CreateInstance {
-        name: "s-0001".into(),
-        spec,
-        tags: fleet_core::apply::object_tags(&scope, "s-0001", "h", None),
-    };
+    let req = request(&scope, &["small"]);
     a.create_instances(&scope, &[req]).await.unwrap();
     let b = SandboxCloud::new(settings(), file);
     assert_eq!(b.observe(&scope).await.unwrap().instances.len(), 1);
@@ -67,17 +74,7 @@ async fn instances_boot_for_the_configured_time() {
         stack: "s".into(),
         lineage: "l".into(),
     };
-    let spec = InstanceSpec {
-        image: "debian-12".into(),
-        instance_types: vec!["small".into()],
-        template_hash: None,
-        labels: Default::default(),
-    };
-    let req = fleet_core::cloud::CreateInstance {
-        name: "s-0001".into(),
-        spec,
-        tags: fleet_core::apply::object_tags(&scope, "s-0001", "h", None),
-    };
+    let req = request(&scope, &["small"]);
     let out = cloud.create_instances(&scope, &[req]).await.unwrap();
     assert_eq!(out.created[0].lifecycle, Lifecycle::Booting);
 }
@@ -90,16 +87,7 @@ async fn unknown_instance_types_are_refused_with_what_to_do() {
         stack: "s".into(),
         lineage: "l".into(),
     };
-    let req = fleet_core::cloud::CreateInstance {
-        name: "s-0001".into(),
-        spec: InstanceSpec {
-            image: "debian-12".into(),
-            instance_types: vec!["huge".into()],
-            template_hash: None,
-            labels: Default::default(),
-        },
-        tags: Default::default(),
-    };
+    let req = request(&scope, &["huge"]);
     let out = cloud.create_instances(&scope, &[req]).await.unwrap();
     let text = fleet_core::apply::error_chain(&out.failed[0].1);
     assert_eq!(
@@ -120,12 +108,7 @@ async fn converges_while_a_fifth_of_calls_fail() {
     let cloud = SandboxCloud::new(s, dir.path().join("cloud.json"));
     let backend = LocalBackend::new(dir.path().join("state.json"));
     let mut state = State::new("faulty", "lin");
-    let spec = InstanceSpec {
-        image: "debian-12".into(),
-        instance_types: vec!["small".into()],
-        template_hash: None,
-        labels: Default::default(),
-    };
+    let spec = spec(&["small"]);
     let scope = Scope {
         stack: "faulty".into(),
         lineage: "lin".into(),

@@ -93,6 +93,28 @@ pub struct InstanceRecord {
     pub pending: Option<PendingOp>,
 }
 
+impl InstanceRecord {
+    /// A settled record of what the cloud reports, as adopt and import make it.
+    pub fn from_observed(
+        o: &crate::cloud::ObservedInstance,
+        template_hash: Option<String>,
+    ) -> Self {
+        InstanceRecord {
+            name: o.name.clone(),
+            cloud_id: Some(o.cloud_id.clone()),
+            spec_hash: o.spec_hash.clone(),
+            image: o.image.clone(),
+            instance_type: o.instance_type.clone(),
+            template_hash,
+            created_at: o.launched_at,
+            lifecycle: o.lifecycle,
+            address: o.address.clone(),
+            jobs: JobFacts::default(),
+            pending: None,
+        }
+    }
+}
+
 /// A VM's lifecycle state as the cloud sees it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]

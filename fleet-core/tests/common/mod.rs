@@ -9,9 +9,7 @@ use fleet_core::plan::{Operation, Plan};
 use fleet_core::planner::{plan, Desired, PlanInput};
 use fleet_core::resource::ResourceSpec;
 use fleet_core::spec::InstanceSpec;
-use fleet_core::state::{
-    InstanceRecord, JobFacts, Lifecycle, PendingKind, PendingOp, ResourceRecord, State,
-};
+use fleet_core::state::{InstanceRecord, Lifecycle, PendingKind, PendingOp, ResourceRecord, State};
 use fleet_core::testing::t0;
 
 pub const STACK: &str = "ci";
@@ -65,19 +63,9 @@ pub fn observed(i: u64, image: &str) -> ObservedInstance {
 }
 
 pub fn record_of(o: &ObservedInstance) -> InstanceRecord {
-    InstanceRecord {
-        name: o.name.clone(),
-        cloud_id: Some(o.cloud_id.clone()),
-        spec_hash: o.spec_hash.clone(),
-        image: o.image.clone(),
-        instance_type: o.instance_type.clone(),
-        template_hash: None,
-        created_at: t0(),
-        lifecycle: o.lifecycle,
-        address: None,
-        jobs: JobFacts::default(),
-        pending: None,
-    }
+    let mut r = InstanceRecord::from_observed(o, None);
+    r.created_at = t0();
+    r
 }
 
 pub fn pending(mut r: InstanceRecord, op: PendingKind) -> InstanceRecord {
