@@ -38,6 +38,7 @@ fn instance(i: u64, image: &str) -> ObservedInstance {
         lifecycle: Lifecycle::Running,
         address: Some(format!("127.1.{}.{}", i / 256 % 256, i % 256)),
         launched_at: Utc.with_ymd_and_hms(2026, 11, 1, 0, 0, 0).unwrap(),
+        batch: None,
     }
 }
 

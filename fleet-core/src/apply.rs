@@ -390,41 +390,53 @@ impl Executor<'_> {
             }
             return Ok(replaced);
         }
-        // Record every create as pending in one write before the first call.
+        // Split into batches first: each batch's token is recorded with its pending
+        // records, so the next plan can match instances a cloud made without names.
         let now = (self.clock)();
-        let mut requests: Vec<(CreateInstance, &Change)> = Vec::with_capacity(todo.len());
-        for c in &todo {
-            let name = c.replacement.clone().unwrap_or_else(|| c.name.clone());
-            let spec = c.instance.clone().unwrap_or_else(|| InstanceSpec {
-                image: String::new(),
-                instance_types: Vec::new(),
-                template_hash: None,
-                labels: BTreeMap::new(),
-            });
-            state
-                .instances
-                .insert(name.clone(), pending_record(&name, &spec, now));
-            if let Some(i) = naming::instance_index(&self.scope.stack, &name) {
-                state.next_index = state.next_index.max(i + 1);
+        let size = self.options.batch_size.min(self.cloud.max_batch()).max(1);
+        let mut batches: Vec<(String, Vec<(CreateInstance, &Change)>)> = Vec::new();
+        for group in todo.chunks(size) {
+            let names: Vec<String> = group
+                .iter()
+                .map(|c| c.replacement.clone().unwrap_or_else(|| c.name.clone()))
+                .collect();
+            let token = naming::batch_token(&names.iter().map(String::as_str).collect::<Vec<_>>());
+            let mut requests = Vec::with_capacity(group.len());
+            for (c, name) in group.iter().zip(names) {
+                let spec = c.instance.clone().unwrap_or_else(|| InstanceSpec {
+                    image: String::new(),
+                    instance_types: Vec::new(),
+                    template_hash: None,
+                    labels: BTreeMap::new(),
+                });
+                state
+                    .instances
+                    .insert(name.clone(), pending_record(&name, &spec, now, &token));
+                if let Some(i) = naming::instance_index(&self.scope.stack, &name) {
+                    state.next_index = state.next_index.max(i + 1);
+                }
+                let mut t = object_tags(&self.scope, &name, &spec.hash(), None);
+                t.extend(spec.labels.clone());
+                requests.push((
+                    CreateInstance {
+                        name,
+                        spec,
+                        tags: t,
+                    },
+                    *c,
+                ));
             }
-            let mut t = object_tags(&self.scope, &name, &spec.hash(), None);
-            t.extend(spec.labels.clone());
-            requests.push((
-                CreateInstance {
-                    name,
-                    spec,
-                    tags: t,
-                },
-                *c,
-            ));
+            batches.push((token, requests));
         }
+        // Record every create as pending in one write before the first call.
         self.commit(state).await?;
 
-        let size = self.options.batch_size.min(self.cloud.max_batch()).max(1);
-        let batches: Vec<Vec<(CreateInstance, &Change)>> = chunk(requests, size);
-        let mut calls = stream::iter(batches.into_iter().map(|batch| async move {
+        let mut calls = stream::iter(batches.into_iter().map(|(token, batch)| async move {
             let reqs: Vec<CreateInstance> = batch.iter().map(|(r, _)| r.clone()).collect();
-            let result = self.cloud.create_instances(&self.scope, &reqs).await;
+            let result = self
+                .cloud
+                .create_instances(&self.scope, &token, &reqs)
+                .await;
             (batch, result)
         }))
         .buffer_unordered(self.options.concurrency.max(1));
@@ -524,6 +536,7 @@ impl Executor<'_> {
                     rec.pending = Some(PendingOp {
                         op: PendingKind::Delete,
                         since: now,
+                        batch: None,
                     });
                 }
             }
@@ -612,7 +625,11 @@ fn chunk<T>(items: Vec<T>, size: usize) -> Vec<Vec<T>> {
 
 fn mark(pending: Option<&mut Option<PendingOp>>, op: PendingKind, since: DateTime<Utc>) {
     if let Some(p) = pending {
-        *p = Some(PendingOp { op, since });
+        *p = Some(PendingOp {
+            op,
+            since,
+            batch: None,
+        });
     }
 }
 
@@ -674,7 +691,12 @@ fn settle_record(c: &Change, state: &mut State, now: DateTime<Utc>) {
     }
 }
 
-fn pending_record(name: &str, spec: &InstanceSpec, now: DateTime<Utc>) -> InstanceRecord {
+fn pending_record(
+    name: &str,
+    spec: &InstanceSpec,
+    now: DateTime<Utc>,
+    batch: &str,
+) -> InstanceRecord {
     InstanceRecord {
         name: name.to_string(),
         cloud_id: None,
@@ -689,6 +711,7 @@ fn pending_record(name: &str, spec: &InstanceSpec, now: DateTime<Utc>) -> Instan
         pending: Some(PendingOp {
             op: PendingKind::Create,
             since: now,
+            batch: Some(batch.to_string()),
         }),
     }
 }
@@ -709,6 +732,7 @@ fn resource_record(
         pending: pending.then_some(PendingOp {
             op: PendingKind::Create,
             since: now,
+            batch: None,
         }),
     }
 }

@@ -47,6 +47,9 @@ pub struct ObservedInstance {
     pub address: Option<String>,
     /// When the cloud launched it.
     pub launched_at: DateTime<Utc>,
+    /// The `fleet:batch` tag, when the cloud could not tag the name at creation.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub batch: Option<String>,
 }
 
 /// A supporting resource as the cloud reports it.
@@ -179,10 +182,14 @@ pub trait Cloud: Send + Sync {
     /// Everything tagged with `scope.stack`.
     async fn observe(&self, scope: &Scope) -> Result<Observed, CloudError>;
 
-    /// Creates a batch of instances in one call.
+    /// Creates a batch of instances in one call. `token` identifies the batch (see
+    /// [`crate::naming::batch_token`]): providers tag it (`fleet:batch`) and use it as the
+    /// cloud's idempotency token. Every created instance must be reported under the name
+    /// its request gave.
     async fn create_instances(
         &self,
         scope: &Scope,
+        token: &str,
         batch: &[CreateInstance],
     ) -> Result<CreateOutcome, CloudError>;
 

@@ -22,6 +22,10 @@ pub mod tags {
     pub const SPEC: &str = "fleet:spec";
     /// The resource kind, for supporting resources.
     pub const KIND: &str = "fleet:kind";
+    /// The create batch an instance came from. Clouds that create a batch in one call
+    /// with identical tags (EC2) cannot tag names at creation; the batch tag lets the next
+    /// plan match such instances to the pending records of that batch.
+    pub const BATCH: &str = "fleet:batch";
 }
 
 /// Name of the instance with the given index: `<stack>-0007`.
@@ -36,6 +40,15 @@ pub fn instance_index(stack: &str, name: &str) -> Option<u64> {
         return None;
     }
     rest.parse().ok()
+}
+
+/// The token of a create batch: a hash of its instance names, so the same batch always
+/// gets the same token (clouds use it as their idempotency token).
+pub fn batch_token(names: &[&str]) -> String {
+    format!(
+        "fb-{}",
+        crate::spec::short_hash(names.join("\n").as_bytes())
+    )
 }
 
 /// Cloud-side name of a supporting resource: `<stack>-<name>`.

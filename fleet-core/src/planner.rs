@@ -114,7 +114,8 @@ pub fn plan(input: &PlanInput<'_>) -> Plan {
     let mut changes = Vec::new();
     let mut notes = Vec::new();
 
-    let live = settle_instances(input, &mut changes);
+    let mut next = first_free_index(input);
+    let live = settle_instances(input, &mut next, &mut changes);
     let live_resources = settle_resources(input, &mut changes);
 
     let (desired, decision) = match input.operation {
@@ -124,7 +125,7 @@ pub fn plan(input: &PlanInput<'_>) -> Plan {
             let mut resource_changes = Vec::new();
             let deletes_after = plan_resources(input, &live_resources, &mut resource_changes);
             changes.extend(resource_changes);
-            plan_instances(input, &live, &mut changes, &mut notes);
+            plan_instances(input, &live, &mut next, &mut changes, &mut notes);
             changes.extend(deletes_after);
             (Some(d.instances), Some(d.reason.clone()))
         }
@@ -147,7 +148,7 @@ pub fn plan(input: &PlanInput<'_>) -> Plan {
 }
 
 /// Step 1a: match instance records with the cloud.
-fn settle_instances(input: &PlanInput<'_>, changes: &mut Vec<Change>) -> Vec<Live> {
+fn settle_instances(input: &PlanInput<'_>, next: &mut u64, changes: &mut Vec<Change>) -> Vec<Live> {
     let state = input.state;
     let alive: Vec<&ObservedInstance> = input
         .observed
@@ -167,11 +168,25 @@ fn settle_instances(input: &PlanInput<'_>, changes: &mut Vec<Change>) -> Vec<Liv
     for rec in state.instances.values() {
         let found = match &rec.cloud_id {
             Some(id) => by_id.get(id.as_str()).copied(),
-            None => by_name.get(rec.name.as_str()).and_then(|v| {
-                v.iter()
-                    .find(|o| !claimed.contains(o.cloud_id.as_str()))
-                    .copied()
-            }),
+            None => by_name
+                .get(rec.name.as_str())
+                .and_then(|v| {
+                    v.iter()
+                        .find(|o| !claimed.contains(o.cloud_id.as_str()))
+                        .copied()
+                })
+                .or_else(|| {
+                    // Made by a batch the cloud could not name: match by the batch token.
+                    let batch = rec.pending.as_ref()?.batch.as_deref()?;
+                    alive
+                        .iter()
+                        .find(|o| {
+                            o.name.is_empty()
+                                && o.batch.as_deref() == Some(batch)
+                                && !claimed.contains(o.cloud_id.as_str())
+                        })
+                        .copied()
+                }),
         };
         match found {
             Some(o) => {
@@ -185,7 +200,9 @@ fn settle_instances(input: &PlanInput<'_>, changes: &mut Vec<Change>) -> Vec<Liv
                             "an interrupted delete left it running; recording it again"
                         }
                     };
-                    changes.push(adopt_instance(o, why.to_string()));
+                    let mut named = o.clone();
+                    named.name = rec.name.clone();
+                    changes.push(adopt_instance(&named, why.to_string()));
                 }
                 live.push(Live {
                     name: rec.name.clone(),
@@ -210,7 +227,7 @@ fn settle_instances(input: &PlanInput<'_>, changes: &mut Vec<Change>) -> Vec<Liv
     }
 
     let recorded: BTreeSet<&str> = state.instances.keys().map(String::as_str).collect();
-    let mut adopted_names: BTreeSet<&str> = BTreeSet::new();
+    let mut adopted_names: BTreeSet<String> = BTreeSet::new();
     let mut unclaimed: Vec<&ObservedInstance> = alive
         .iter()
         .filter(|o| !claimed.contains(o.cloud_id.as_str()))
@@ -218,10 +235,14 @@ fn settle_instances(input: &PlanInput<'_>, changes: &mut Vec<Change>) -> Vec<Liv
         .collect();
     unclaimed.sort_by(|a, b| (&a.name, &a.cloud_id).cmp(&(&b.name, &b.cloud_id)));
     for o in unclaimed {
-        if recorded.contains(o.name.as_str())
-            || !adopted_names.insert(o.name.as_str())
-            || o.name.is_empty()
-        {
+        let mut o = o.clone();
+        let mut why = "tagged for this stack but missing from state".to_string();
+        if o.name.is_empty() {
+            // A batch member the cloud could not name and no pending record claims.
+            o.name = naming::instance_name(input.stack, *next);
+            *next += 1;
+            why.push_str(" (it had no name tag, so it gets a new name)");
+        } else if recorded.contains(o.name.as_str()) || !adopted_names.insert(o.name.clone()) {
             // A second cloud object under a name that is taken: a duplicate, never adopted.
             let mut c = Change::new(
                 Action::Delete,
@@ -233,29 +254,29 @@ fn settle_instances(input: &PlanInput<'_>, changes: &mut Vec<Change>) -> Vec<Liv
             changes.push(c);
             continue;
         }
-        let mut why = "tagged for this stack but missing from state".to_string();
         if !o.lineage.is_empty() && o.lineage != state.lineage {
             why.push_str(&format!(" (created under lineage {})", o.lineage));
         }
-        let mut c = adopt_instance(o, why);
-        if o.spec_hash == input.desired.spec.hash() {
+        let matches_spec = o.spec_hash == input.desired.spec.hash();
+        let mut c = adopt_instance(&o, why);
+        if matches_spec {
             // Built from the spec we want: record it as such, or the next plan would
             // see unknown templates and replace it.
             c.instance = Some(input.desired.spec.clone());
         }
         changes.push(c);
         live.push(Live {
-            name: o.name.clone(),
-            cloud_id: Some(o.cloud_id.clone()),
-            image: o.image.clone(),
-            instance_type: o.instance_type.clone(),
+            index: naming::instance_index(input.stack, &o.name),
+            name: o.name,
+            cloud_id: Some(o.cloud_id),
+            image: o.image,
+            instance_type: o.instance_type,
             // Only the spec hash tag is known; treat a matching hash as matching templates.
-            template_hash: if o.spec_hash == input.desired.spec.hash() {
+            template_hash: if matches_spec {
                 input.desired.spec.template_hash.clone()
             } else {
                 Some(format!("unknown (spec {})", o.spec_hash))
             },
-            index: naming::instance_index(input.stack, &o.name),
         });
     }
     live
@@ -403,6 +424,7 @@ fn plan_resources(
 fn plan_instances(
     input: &PlanInput<'_>,
     live: &[Live],
+    next: &mut u64,
     changes: &mut Vec<Change>,
     notes: &mut Vec<String>,
 ) {
@@ -455,10 +477,9 @@ fn plan_instances(
         }
     }
 
-    let mut next = next_index(input, live);
     let mut new_name = || {
-        let name = naming::instance_name(input.stack, next);
-        next += 1;
+        let name = naming::instance_name(input.stack, *next);
+        *next += 1;
         name
     };
 
@@ -497,15 +518,14 @@ fn plan_instances(
     changes.extend(deletes);
 }
 
-/// First free instance index: past every name in state, in the cloud and in use.
-fn next_index(input: &PlanInput<'_>, live: &[Live]) -> u64 {
+/// First free instance index: past every name in state and in the cloud.
+fn first_free_index(input: &PlanInput<'_>) -> u64 {
     let from_state = input.state.next_index.max(1);
     let observed_max = input
         .observed
         .instances
         .iter()
         .filter_map(|o| naming::instance_index(input.stack, &o.name))
-        .chain(live.iter().filter_map(|l| l.index))
         .chain(
             input
                 .state

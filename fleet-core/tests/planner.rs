@@ -172,3 +172,37 @@ fn plans_round_trip_through_json() {
     let back: fleet_core::Plan = serde_json::from_str(&text).unwrap();
     assert_eq!(back, plan);
 }
+
+/// Clouds that launch a batch with one set of tags (EC2) name instances after the call; a
+/// crash in between leaves unnamed instances carrying only the batch token.
+#[test]
+fn unnamed_batch_members_are_matched_to_their_pending_records_by_batch() {
+    let mut made = observed(1, "debian-12");
+    made.name = String::new();
+    made.batch = Some("fb-1".into());
+    let mut orphan = observed(9, "debian-12");
+    orphan.name = String::new();
+    orphan.batch = Some("fb-gone".into());
+    let mut rec = pending(record_of(&observed(1, "debian-12")), PendingKind::Create);
+    rec.pending.as_mut().unwrap().batch = Some("fb-1".into());
+    let mut never = pending(record_of(&observed(2, "debian-12")), PendingKind::Create);
+    never.pending.as_mut().unwrap().batch = Some("fb-1".into());
+    let state = state_with(vec![rec, never]);
+    let observed = Observed {
+        instances: vec![made, orphan],
+        resources: vec![],
+    };
+    let plan = run(Operation::Up, &state, &observed, &desired(2, "debian-12"));
+    insta::assert_snapshot!(plan.display().to_string());
+    let adopted: Vec<_> = plan
+        .changes
+        .iter()
+        .filter(|c| c.action == Action::Adopt)
+        .map(|c| c.name.as_str())
+        .collect();
+    assert_eq!(
+        adopted,
+        vec!["ci-0001", "ci-0003"],
+        "the batch member keeps its record's name; the orphan gets a new one"
+    );
+}

@@ -345,6 +345,7 @@ impl SandboxCloud {
                 n & 255
             )),
             launched_at: i.launched_at,
+            batch: i.tags.get(tags::BATCH).cloned(),
         }
     }
 }
@@ -414,6 +415,7 @@ impl Cloud for SandboxCloud {
     async fn create_instances(
         &self,
         scope: &Scope,
+        token: &str,
         batch: &[CreateInstance],
     ) -> Result<CreateOutcome, CloudError> {
         let injection = self.enter("create").await;
@@ -473,6 +475,7 @@ impl Cloud for SandboxCloud {
                 w.next_id += 1;
                 let mut t = req.tags.clone();
                 t.insert(tags::STACK.into(), scope.stack.clone());
+                t.insert(tags::BATCH.into(), token.to_string());
                 let i = SandboxInstance {
                     id: format!("sbx-{:06}", w.next_id),
                     tags: t,

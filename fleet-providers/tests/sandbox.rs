@@ -59,7 +59,7 @@ async fn separate_provider_instances_see_the_same_cloud() {
     };
     let a = SandboxCloud::new(settings(), file.clone());
     let req = request(&scope, &["small"]);
-    a.create_instances(&scope, &[req]).await.unwrap();
+    a.create_instances(&scope, "fb-test", &[req]).await.unwrap();
     let b = SandboxCloud::new(settings(), file);
     assert_eq!(b.observe(&scope).await.unwrap().instances.len(), 1);
 }
@@ -75,7 +75,10 @@ async fn instances_boot_for_the_configured_time() {
         lineage: "l".into(),
     };
     let req = request(&scope, &["small"]);
-    let out = cloud.create_instances(&scope, &[req]).await.unwrap();
+    let out = cloud
+        .create_instances(&scope, "fb-test", &[req])
+        .await
+        .unwrap();
     assert_eq!(out.created[0].lifecycle, Lifecycle::Booting);
 }
 
@@ -88,7 +91,10 @@ async fn unknown_instance_types_are_refused_with_what_to_do() {
         lineage: "l".into(),
     };
     let req = request(&scope, &["huge"]);
-    let out = cloud.create_instances(&scope, &[req]).await.unwrap();
+    let out = cloud
+        .create_instances(&scope, "fb-test", &[req])
+        .await
+        .unwrap();
     let text = fleet_core::apply::error_chain(&out.failed[0].1);
     assert_eq!(
         text,

@@ -182,6 +182,9 @@ pub struct PendingOp {
     pub op: PendingKind,
     /// When the call was issued.
     pub since: DateTime<Utc>,
+    /// For creates: the batch token the instance was requested under.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub batch: Option<String>,
 }
 
 /// The kind of a pending operation.

@@ -48,8 +48,10 @@ pub async fn cloud_conformance(cloud: &dyn Cloud, stack: &str, image: &str, inst
 
     // One call creates a batch, tagged.
     let batch: Vec<CreateInstance> = (1..=3).map(request).collect();
+    let names: Vec<&str> = batch.iter().map(|r| r.name.as_str()).collect();
+    let token = crate::naming::batch_token(&names);
     let out = cloud
-        .create_instances(&scope, &batch)
+        .create_instances(&scope, &token, &batch)
         .await
         .expect("create batch");
     assert!(out.failed.is_empty(), "create failed: {:?}", out.failed);
@@ -72,23 +74,24 @@ pub async fn cloud_conformance(cloud: &dyn Cloud, stack: &str, image: &str, inst
         assert!(!o.lifecycle.is_gone());
     }
 
-    // Creating the same names again is idempotent.
+    // Retrying the same batch (same token, same names) is idempotent.
     let again = cloud
-        .create_instances(&scope, &batch[..2])
+        .create_instances(&scope, &token, &batch)
         .await
         .expect("retry create");
-    let mut ids: Vec<&str> = again.created.iter().map(|o| o.cloud_id.as_str()).collect();
-    ids.sort();
-    let mut first: Vec<&str> = out
-        .created
-        .iter()
-        .filter(|o| o.name != batch[2].name)
-        .map(|o| o.cloud_id.as_str())
-        .collect();
-    first.sort();
+    let ids = |o: &crate::cloud::CreateOutcome| {
+        let mut v: Vec<(String, String)> = o
+            .created
+            .iter()
+            .map(|i| (i.name.clone(), i.cloud_id.clone()))
+            .collect();
+        v.sort();
+        v
+    };
     assert_eq!(
-        ids, first,
-        "a retried create must return the existing instances"
+        ids(&again),
+        ids(&out),
+        "a retried create must return the same instances under the same names"
     );
     assert_eq!(
         cloud
@@ -203,12 +206,8 @@ pub async fn cloud_conformance(cloud: &dyn Cloud, stack: &str, image: &str, inst
             .delete_resource(&scope, kind, &made.cloud_id)
             .await
             .expect("delete resource again");
-        assert!(cloud
-            .observe(&scope)
-            .await
-            .expect("observe")
-            .resources
-            .is_empty());
+        let left = cloud.observe(&scope).await.expect("observe").resources;
+        assert!(left.is_empty(), "resources left after delete: {left:?}");
     }
 
     let rest: Vec<String> = left.into_iter().map(|o| o.cloud_id).collect();
@@ -224,7 +223,7 @@ fn conformance_properties(kind: &str) -> BTreeMap<String, serde_json::Value> {
         p.insert(
             "public_key".into(),
             serde_json::Value::String(
-                "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIConformance conformance@fleet".into(),
+                "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAILSnIB5sGNgIyDHVu6UUljZ3x1dRau02y55F6tZFY94x conformance@fleet".into(),
             ),
         );
     }

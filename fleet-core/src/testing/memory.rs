@@ -127,6 +127,7 @@ impl Cloud for MemoryCloud {
     async fn create_instances(
         &self,
         scope: &Scope,
+        token: &str,
         batch: &[CreateInstance],
     ) -> Result<CreateOutcome, CloudError> {
         self.count("create");
@@ -155,6 +156,7 @@ impl Cloud for MemoryCloud {
                 lifecycle: Lifecycle::Running,
                 address: None,
                 launched_at: t0(),
+                batch: Some(token.to_string()),
             };
             all.push(Stored {
                 observed: o.clone(),

@@ -59,6 +59,7 @@ pub fn observed(i: u64, image: &str) -> ObservedInstance {
         lifecycle: Lifecycle::Running,
         address: None,
         launched_at: t0(),
+        batch: None,
     }
 }
 
@@ -72,7 +73,11 @@ pub fn pending(mut r: InstanceRecord, op: PendingKind) -> InstanceRecord {
     if op == PendingKind::Create {
         r.cloud_id = None;
     }
-    r.pending = Some(PendingOp { op, since: t0() });
+    r.pending = Some(PendingOp {
+        op,
+        since: t0(),
+        batch: None,
+    });
     r
 }
 
