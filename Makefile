@@ -31,8 +31,10 @@ destroy:
 refresh:
 	$(FLEET) refresh --stack $(STACK) $(ARGS)
 
+# Installs the test tools (moto) into .venv, starts moto_server on a free port of
+# 127.0.0.1 for the AWS tests, and stops it afterwards.
 test:
-	$(CARGO) test --workspace --locked
+	scripts/with-moto $(CARGO) test --workspace --locked
 	$(CARGO) run --quiet -p fleet-core --example embed --features testing
 
 lint:

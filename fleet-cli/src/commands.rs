@@ -48,7 +48,7 @@ async fn execute(
 
 /// `preview` and `plan`: plan, then run apply with dry_run.
 pub async fn preview(g: &Global, detailed: bool, out: Option<&Path>) -> Result<u8> {
-    let ctx = Ctx::load(g)?;
+    let ctx = Ctx::load(g).await?;
     let fleet = ctx.fleet();
     let mut state = fleet.read_state(new_lineage).await?;
     let observed = fleet.observe(&state).await?;
@@ -82,7 +82,7 @@ pub async fn preview(g: &Global, detailed: bool, out: Option<&Path>) -> Result<u
 
 /// `up`: converge, or apply a saved plan.
 pub async fn up(g: &Global, yes: bool, saved: Option<&Path>) -> Result<u8> {
-    let ctx = Ctx::load(g)?;
+    let ctx = Ctx::load(g).await?;
     ctx.lock(g, "fleet-cli up").await?;
     let result = converge(g, &ctx, Operation::Up, yes, saved).await;
     ctx.unlock().await;
@@ -91,7 +91,7 @@ pub async fn up(g: &Global, yes: bool, saved: Option<&Path>) -> Result<u8> {
 
 /// `destroy`: converge on nothing.
 pub async fn destroy(g: &Global, yes: bool) -> Result<u8> {
-    let ctx = Ctx::load(g)?;
+    let ctx = Ctx::load(g).await?;
     ctx.lock(g, "fleet-cli destroy").await?;
     let result = converge(g, &ctx, Operation::Destroy, yes, None).await;
     ctx.unlock().await;
@@ -100,7 +100,7 @@ pub async fn destroy(g: &Global, yes: bool) -> Result<u8> {
 
 /// `refresh`: settle state with the cloud; no cloud object changes.
 pub async fn refresh(g: &Global) -> Result<u8> {
-    let ctx = Ctx::load(g)?;
+    let ctx = Ctx::load(g).await?;
     ctx.lock(g, "fleet-cli refresh").await?;
     let result = converge(g, &ctx, Operation::Refresh, true, None).await;
     ctx.unlock().await;
@@ -155,7 +155,9 @@ async fn converge(
     if g.json {
         println!(
             "{}",
-            serde_json::to_string_pretty(&json!({ "plan": plan, "result": report }))?
+            serde_json::to_string_pretty(
+                &json!({ "plan": plan, "result": report, "cloud_calls": ctx.calls.snapshot() })
+            )?
         );
     } else {
         output::print_report(&report);
@@ -182,7 +184,7 @@ fn read_plan(path: &Path) -> Result<Plan> {
 
 /// `state list`.
 pub async fn state_list(g: &Global) -> Result<u8> {
-    let ctx = Ctx::load(g)?;
+    let ctx = Ctx::load(g).await?;
     let Some(state) = ctx.backend.read().await? else {
         if g.json {
             println!("{}", json!({ "instances": [], "resources": [] }));
@@ -249,7 +251,7 @@ pub async fn state_list(g: &Global) -> Result<u8> {
 
 /// `state show NAME`.
 pub async fn state_show(g: &Global, name: &str) -> Result<u8> {
-    let ctx = Ctx::load(g)?;
+    let ctx = Ctx::load(g).await?;
     let state = ctx
         .backend
         .read()
@@ -267,7 +269,7 @@ pub async fn state_show(g: &Global, name: &str) -> Result<u8> {
 
 /// `state rm NAME`.
 pub async fn state_rm(g: &Global, name: &str) -> Result<u8> {
-    let ctx = Ctx::load(g)?;
+    let ctx = Ctx::load(g).await?;
     ctx.lock(g, "fleet-cli state rm").await?;
     let result = async {
         let mut state = ctx.fleet().read_state(new_lineage).await?;
@@ -287,7 +289,7 @@ pub async fn state_rm(g: &Global, name: &str) -> Result<u8> {
 
 /// `state import NAME CLOUD_ID`.
 pub async fn state_import(g: &Global, name: &str, cloud_id: &str) -> Result<u8> {
-    let ctx = Ctx::load(g)?;
+    let ctx = Ctx::load(g).await?;
     ctx.lock(g, "fleet-cli state import").await?;
     let result = async {
         let mut state = ctx.fleet().read_state(new_lineage).await?;

@@ -18,6 +18,8 @@ use crate::Global;
 /// Everything a command runs with.
 pub struct Ctx {
     pub loaded: LoadedStack,
+    /// Cloud API calls made, by operation (AWS: counted by an SDK interceptor).
+    pub calls: fleet_providers::aws::CallCounter,
     pub cloud: Box<dyn Cloud>,
     pub backend: Box<dyn StateBackend>,
     policy: StaticPolicy,
@@ -25,7 +27,7 @@ pub struct Ctx {
 }
 
 impl Ctx {
-    pub fn load(g: &Global) -> Result<Ctx> {
+    pub async fn load(g: &Global) -> Result<Ctx> {
         let overrides = g
             .set
             .iter()
@@ -33,10 +35,12 @@ impl Ctx {
             .collect::<Result<Vec<_>, _>>()?;
         let env = |k: &str| std::env::var(k).ok();
         let loaded = stack::load(&g.stack, &overrides, &env)?;
-        let cloud = fleet_providers::cloud_for(&loaded)?;
-        let backend = fleet_providers::backend_for(&loaded)?;
+        let calls = fleet_providers::aws::CallCounter::default();
+        let cloud = fleet_providers::cloud_for(&loaded, &calls).await?;
+        let backend = fleet_providers::backend_for(&loaded, &calls).await?;
         Ok(Ctx {
             loaded,
+            calls,
             cloud,
             backend,
             policy: StaticPolicy,

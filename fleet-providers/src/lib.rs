@@ -2,7 +2,9 @@
 //!
 //! * [`sandbox`]: the embedded sandbox cloud, the default for demos and tests. It is a
 //!   stand-in for nothing: it exists so the engine can be run and tested with no account.
+//! * [`aws`]: EC2 instances, and state in S3 locked in DynamoDB.
 
+pub mod aws;
 pub mod sandbox;
 
 use fleet_core::cloud::Cloud;
@@ -10,14 +12,17 @@ use fleet_core::stack::{LoadedStack, StackError};
 use fleet_core::state::{LocalBackend, StateBackend};
 
 /// Provider kinds this build knows.
-pub const PROVIDERS: &[&str] = &["sandbox"];
+pub const PROVIDERS: &[&str] = &["sandbox", "aws"];
 
 /// State backends this build knows.
-pub const BACKENDS: &[&str] = &["local"];
+pub const BACKENDS: &[&str] = &["local", "s3"];
 
 /// The cloud a stack's `provider:` section describes.
-pub fn cloud_for(loaded: &LoadedStack) -> Result<Box<dyn Cloud>, StackError> {
-    let cloud = build_cloud(loaded)?;
+pub async fn cloud_for(
+    loaded: &LoadedStack,
+    calls: &aws::CallCounter,
+) -> Result<Box<dyn Cloud>, StackError> {
+    let cloud = build_cloud(loaded, calls).await?;
     // Catch resource kinds the provider cannot make now, not halfway through an apply.
     for (i, r) in loaded.stack.resources.iter().enumerate() {
         if !cloud.resource_kinds().contains(&r.kind.as_str()) {
@@ -35,7 +40,10 @@ pub fn cloud_for(loaded: &LoadedStack) -> Result<Box<dyn Cloud>, StackError> {
     Ok(cloud)
 }
 
-fn build_cloud(loaded: &LoadedStack) -> Result<Box<dyn Cloud>, StackError> {
+async fn build_cloud(
+    loaded: &LoadedStack,
+    calls: &aws::CallCounter,
+) -> Result<Box<dyn Cloud>, StackError> {
     let kind = loaded.stack.provider.kind.as_str();
     match kind {
         "sandbox" => {
@@ -52,6 +60,9 @@ fn build_cloud(loaded: &LoadedStack) -> Result<Box<dyn Cloud>, StackError> {
                 &default_dir,
             )?))
         }
+        "aws" => Ok(Box::new(
+            aws::AwsCloud::from_stack(loaded, calls.clone()).await?,
+        )),
         other => Err(unknown(
             loaded,
             "provider.kind",
@@ -63,9 +74,13 @@ fn build_cloud(loaded: &LoadedStack) -> Result<Box<dyn Cloud>, StackError> {
 }
 
 /// The state backend a stack's `state:` section describes.
-pub fn backend_for(loaded: &LoadedStack) -> Result<Box<dyn StateBackend>, StackError> {
+pub async fn backend_for(
+    loaded: &LoadedStack,
+    calls: &aws::CallCounter,
+) -> Result<Box<dyn StateBackend>, StackError> {
     match backend_kind(loaded) {
         "local" => Ok(Box::new(LocalBackend::from_stack(loaded)?)),
+        "s3" => Ok(Box::new(aws::S3Backend::from_stack(loaded, calls).await?)),
         other => Err(unknown(
             loaded,
             "state.backend",

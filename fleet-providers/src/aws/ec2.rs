@@ -1,0 +1,682 @@
+//! The EC2 provider.
+//!
+//! Creates are one call per batch: `RunInstances` with MinCount = MaxCount = N (all or
+//! nothing) and the batch token as `ClientToken`, so a retried call does not double. EC2 applies one set of
+//! tags to a whole batch, so instances are tagged at creation with the stack, lineage,
+//! spec hash and batch token; names (`fleet:name`, `Name`) are tagged right after. A crash
+//! in between leaves unnamed instances that the next plan matches to their pending records
+//! by batch token. With `spot`, capacity errors fall back to on-demand; a partial launch is
+//! topped up with one more call, so a batch takes at most three launch calls.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+
+use async_trait::async_trait;
+use aws_sdk_ec2::types::{
+    Filter, IamInstanceProfileSpecification, Instance, InstanceMarketOptionsRequest,
+    InstanceStateName, InstanceType, MarketType, ResourceType, Tag, TagSpecification,
+};
+use chrono::{DateTime, Utc};
+use futures_util::stream::{self, StreamExt};
+use serde::Deserialize;
+
+use fleet_core::cloud::{
+    Cloud, CloudError, CreateInstance, CreateOutcome, DeleteOutcome, Detail, Observed,
+    ObservedInstance, ObservedResource, Scope,
+};
+use fleet_core::naming::{self, tags};
+use fleet_core::resource::ResourceSpec;
+use fleet_core::stack::{LoadedStack, StackError};
+use fleet_core::state::Lifecycle;
+
+use super::calls::CallCounter;
+use super::errors::{self, CAPACITY_CODES};
+
+/// EC2's limit on user data, after base64 decoding.
+pub const USER_DATA_LIMIT: usize = 16 * 1024;
+
+/// `provider:` settings of `kind: aws`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AwsSettings {
+    /// Region; default from the SDK's chain (`AWS_REGION`, profile).
+    #[serde(default)]
+    pub region: Option<String>,
+    /// Endpoint for every AWS call (an emulator, a private endpoint); default from
+    /// `AWS_ENDPOINT_URL`.
+    #[serde(default)]
+    pub endpoint_url: Option<String>,
+    /// Subnets to launch in; the first is used (default: the default VPC's).
+    #[serde(default)]
+    pub subnets: Vec<String>,
+    /// Security group ids.
+    #[serde(default)]
+    pub security_groups: Vec<String>,
+    /// Launch spot instances.
+    #[serde(default)]
+    pub spot: bool,
+    /// On spot capacity errors, launch on-demand instead.
+    #[serde(default = "yes")]
+    pub spot_fallback: bool,
+    /// IAM instance profile name.
+    #[serde(default)]
+    pub iam_instance_profile: Option<String>,
+    /// EC2 key pair name to put on instances (or declare a `key_pair` resource).
+    #[serde(default)]
+    pub key_name: Option<String>,
+    /// Instances per launch call.
+    #[serde(default = "default_max_batch")]
+    pub max_batch: usize,
+    /// Attempts per API call, counting the first, for throttling and 5xx.
+    #[serde(default = "default_attempts")]
+    pub max_attempts: u32,
+}
+
+fn yes() -> bool {
+    true
+}
+fn default_max_batch() -> usize {
+    1000
+}
+fn default_attempts() -> u32 {
+    5
+}
+
+/// The EC2 provider.
+pub struct AwsCloud {
+    ec2: aws_sdk_ec2::Client,
+    settings: AwsSettings,
+    calls: CallCounter,
+}
+
+const INSTANCE_BATCH: usize = 1000;
+
+/// Instance states that count as present (terminated ones are gone).
+const LIVE_STATES: [&str; 5] = ["pending", "running", "stopping", "stopped", "shutting-down"];
+
+impl AwsCloud {
+    /// A provider on a loaded SDK configuration.
+    pub fn new(sdk: &aws_config::SdkConfig, settings: AwsSettings, calls: CallCounter) -> Self {
+        let conf = aws_sdk_ec2::config::Builder::from(sdk)
+            .interceptor(calls.clone())
+            .build();
+        AwsCloud {
+            ec2: aws_sdk_ec2::Client::from_conf(conf),
+            settings,
+            calls,
+        }
+    }
+
+    /// The provider a stack describes.
+    pub async fn from_stack(loaded: &LoadedStack, calls: CallCounter) -> Result<Self, StackError> {
+        let settings: AwsSettings = loaded.section("provider", &loaded.stack.provider.settings)?;
+        if settings.max_batch == 0 || settings.max_batch > INSTANCE_BATCH {
+            return Err(loaded.error_at(
+                "provider.max_batch",
+                format!("max_batch {} is outside 1..=1000", settings.max_batch),
+                "EC2 launches and terminates at most 1,000 instances per call",
+            ));
+        }
+        check_user_data(loaded)?;
+        let sdk = super::sdk_config(
+            settings.region.as_deref(),
+            settings.endpoint_url.as_deref(),
+            settings.max_attempts,
+        )
+        .await;
+        if sdk.region().is_none() {
+            return Err(loaded.error_at(
+                "provider",
+                "no AWS region is configured",
+                "set provider.region, or AWS_REGION in the environment",
+            ));
+        }
+        Ok(AwsCloud::new(&sdk, settings, calls))
+    }
+
+    /// API calls made so far, by operation.
+    pub fn calls(&self) -> &CallCounter {
+        &self.calls
+    }
+
+    /// One launch call; returns the instances it started.
+    async fn run_instances(
+        &self,
+        req: &CreateInstance,
+        count: usize,
+        token: &str,
+        batch_tags: &[Tag],
+        spot: bool,
+    ) -> Result<Vec<Instance>, CloudError> {
+        let spec = &req.spec;
+        let instance_type = spec.instance_types.first().cloned().unwrap_or_default();
+        let tag_spec = |rt: ResourceType| {
+            TagSpecification::builder()
+                .resource_type(rt)
+                .set_tags(Some(batch_tags.to_vec()))
+                .build()
+        };
+        let mut call = self
+            .ec2
+            .run_instances()
+            .image_id(&spec.image)
+            .instance_type(InstanceType::from(instance_type.as_str()))
+            // All or nothing: EC2 either starts the whole batch or answers a capacity
+            // error, which the caller handles (spot fallback, next run).
+            .min_count(count as i32)
+            .max_count(count as i32)
+            .client_token(token)
+            .tag_specifications(tag_spec(ResourceType::Instance))
+            .tag_specifications(tag_spec(ResourceType::Volume));
+        if let Some(subnet) = self.settings.subnets.first() {
+            call = call.subnet_id(subnet);
+        }
+        if !self.settings.security_groups.is_empty() {
+            call = call.set_security_group_ids(Some(self.settings.security_groups.clone()));
+        }
+        if let Some(k) = &self.settings.key_name {
+            call = call.key_name(k);
+        }
+        if let Some(p) = &self.settings.iam_instance_profile {
+            call = call
+                .iam_instance_profile(IamInstanceProfileSpecification::builder().name(p).build());
+        }
+        if spot {
+            call = call.instance_market_options(
+                InstanceMarketOptionsRequest::builder()
+                    .market_type(MarketType::Spot)
+                    .build(),
+            );
+        }
+        let out = call
+            .send()
+            .await
+            .map_err(|e| errors::map("RunInstances", e))?;
+        Ok(out.instances().to_vec())
+    }
+
+    /// Launches `batch` in at most three calls: spot (if asked), on-demand on capacity
+    /// errors, and one top-up when fewer instances started than asked.
+    async fn launch(
+        &self,
+        token: &str,
+        batch: &[CreateInstance],
+    ) -> Result<Vec<Instance>, CloudError> {
+        let first = &batch[0];
+        let mut batch_tags: Vec<Tag> = first
+            .tags
+            .iter()
+            .filter(|(k, _)| k.as_str() != tags::NAME)
+            .map(|(k, v)| Tag::builder().key(k).value(v).build())
+            .collect();
+        batch_tags.push(Tag::builder().key(tags::BATCH).value(token).build());
+
+        let mut spot = self.settings.spot;
+        let mut started = match self
+            .run_instances(first, batch.len(), token, &batch_tags, spot)
+            .await
+        {
+            Ok(v) => v,
+            Err(e)
+                if spot
+                    && self.settings.spot_fallback
+                    && errors::code(&e).is_some_and(|c| CAPACITY_CODES.contains(&c)) =>
+            {
+                tracing::warn!("spot capacity unavailable ({e}); launching on-demand instead");
+                spot = false;
+                self.run_instances(
+                    first,
+                    batch.len(),
+                    &format!("{token}-od"),
+                    &batch_tags,
+                    false,
+                )
+                .await?
+            }
+            Err(e) => return Err(e),
+        };
+        if started.len() < batch.len() {
+            let missing = batch.len() - started.len();
+            tracing::info!(
+                "{missing} of {} instances did not start; asking once more",
+                batch.len()
+            );
+            let more = self
+                .run_instances(first, missing, &format!("{token}-topup"), &batch_tags, spot)
+                .await;
+            match more {
+                Ok(v) => started.extend(v),
+                Err(e) => tracing::warn!("top-up launch failed: {e}"),
+            }
+        }
+        Ok(started)
+    }
+
+    /// Live instances of this stack launched under batch `token`.
+    async fn batch_members(
+        &self,
+        scope: &Scope,
+        token: &str,
+    ) -> Result<Vec<ObservedInstance>, CloudError> {
+        let out = self
+            .ec2
+            .describe_instances()
+            .filters(stack_filter(scope))
+            .filters(
+                Filter::builder()
+                    .name(format!("tag:{}", tags::BATCH))
+                    .values(token)
+                    .build(),
+            )
+            .filters(
+                Filter::builder()
+                    .name("instance-state-name")
+                    .set_values(Some(LIVE_STATES.map(String::from).to_vec()))
+                    .build(),
+            )
+            .send()
+            .await
+            .map_err(|e| errors::map("DescribeInstances", e))?;
+        let mut v: Vec<ObservedInstance> = out
+            .reservations()
+            .iter()
+            .flat_map(|r| r.instances())
+            .map(observed)
+            .collect();
+        v.sort_by(|a, b| a.cloud_id.cmp(&b.cloud_id));
+        Ok(v)
+    }
+
+    /// Tags each started instance with its name (best effort: the batch tag covers a miss).
+    async fn tag_names(&self, pairs: &[(String, String)]) {
+        let calls: Vec<_> = pairs
+            .iter()
+            .cloned()
+            .map(|(id, name)| {
+                let ec2 = self.ec2.clone();
+                async move {
+                    let r = ec2
+                        .create_tags()
+                        .resources(&id)
+                        .tags(Tag::builder().key(tags::NAME).value(&name).build())
+                        .tags(Tag::builder().key("Name").value(&name).build())
+                        .send()
+                        .await;
+                    (id, r)
+                }
+            })
+            .collect();
+        let results: Vec<_> = stream::iter(calls).buffer_unordered(8).collect().await;
+        for (id, r) in results {
+            if let Err(e) = r {
+                tracing::warn!(
+                    "could not tag {id} with its name: {}",
+                    errors::map("CreateTags", e)
+                );
+            }
+        }
+    }
+}
+
+fn tag_map(tags_: &[Tag]) -> BTreeMap<&str, &str> {
+    tags_
+        .iter()
+        .filter_map(|t| Some((t.key()?, t.value().unwrap_or(""))))
+        .collect()
+}
+
+fn lifecycle(i: &Instance) -> Lifecycle {
+    match i.state().and_then(|s| s.name()) {
+        Some(InstanceStateName::Pending) => Lifecycle::Booting,
+        Some(InstanceStateName::Running) => Lifecycle::Running,
+        Some(InstanceStateName::Stopping) => Lifecycle::Stopping,
+        Some(InstanceStateName::Stopped) => Lifecycle::Stopped,
+        Some(InstanceStateName::ShuttingDown) => Lifecycle::Terminating,
+        Some(InstanceStateName::Terminated) => Lifecycle::Terminated,
+        _ => Lifecycle::Unknown,
+    }
+}
+
+fn observed(i: &Instance) -> ObservedInstance {
+    let t = tag_map(i.tags());
+    let get = |k: &str| t.get(k).map(|v| v.to_string()).unwrap_or_default();
+    ObservedInstance {
+        cloud_id: i.instance_id().unwrap_or_default().to_string(),
+        name: get(tags::NAME),
+        lineage: get(tags::LINEAGE),
+        image: i.image_id().unwrap_or_default().to_string(),
+        instance_type: i
+            .instance_type()
+            .map(|t| t.as_str().to_string())
+            .unwrap_or_default(),
+        spec_hash: get(tags::SPEC),
+        lifecycle: lifecycle(i),
+        address: i.private_ip_address().map(str::to_string),
+        launched_at: i
+            .launch_time()
+            .and_then(|d| DateTime::<Utc>::from_timestamp(d.secs(), d.subsec_nanos()))
+            .unwrap_or(DateTime::UNIX_EPOCH),
+        batch: t.get(tags::BATCH).map(|v| v.to_string()),
+    }
+}
+
+fn stack_filter(scope: &Scope) -> Filter {
+    Filter::builder()
+        .name(format!("tag:{}", tags::STACK))
+        .values(&scope.stack)
+        .build()
+}
+
+#[async_trait]
+impl Cloud for AwsCloud {
+    fn name(&self) -> &str {
+        "aws"
+    }
+
+    fn label(&self) -> String {
+        "aws (EC2)".into()
+    }
+
+    fn max_batch(&self) -> usize {
+        self.settings.max_batch
+    }
+
+    fn resource_kinds(&self) -> &[&str] {
+        &["key_pair"]
+    }
+
+    async fn observe(&self, scope: &Scope) -> Result<Observed, CloudError> {
+        let mut pages = self
+            .ec2
+            .describe_instances()
+            .filters(stack_filter(scope))
+            .filters(
+                Filter::builder()
+                    .name("instance-state-name")
+                    .set_values(Some(LIVE_STATES.map(String::from).to_vec()))
+                    .build(),
+            )
+            .max_results(1000)
+            .into_paginator()
+            .send();
+        let mut instances = Vec::new();
+        while let Some(page) = pages.next().await {
+            let page = page.map_err(|e| errors::map("DescribeInstances", e))?;
+            for r in page.reservations() {
+                instances.extend(r.instances().iter().map(observed));
+            }
+        }
+        let keys = self
+            .ec2
+            .describe_key_pairs()
+            .filters(stack_filter(scope))
+            .send()
+            .await
+            .map_err(|e| errors::map("DescribeKeyPairs", e))?;
+        let resources = keys
+            .key_pairs()
+            .iter()
+            .map(|k| {
+                let t = tag_map(k.tags());
+                // The key name is unique per region and every key pair API takes it.
+                ObservedResource {
+                    cloud_id: k.key_name().unwrap_or_default().to_string(),
+                    kind: "key_pair".into(),
+                    name: t.get(tags::NAME).map(|v| v.to_string()).unwrap_or_default(),
+                    spec_hash: t.get(tags::SPEC).map(|v| v.to_string()).unwrap_or_default(),
+                }
+            })
+            .collect();
+        Ok(Observed {
+            instances,
+            resources,
+        })
+    }
+
+    async fn create_instances(
+        &self,
+        scope: &Scope,
+        token: &str,
+        batch: &[CreateInstance],
+    ) -> Result<CreateOutcome, CloudError> {
+        if batch.is_empty() {
+            return Ok(CreateOutcome::default());
+        }
+        if batch.iter().any(|r| r.spec != batch[0].spec) {
+            return Err(CloudError::Rejected {
+                provider: "aws".into(),
+                operation: "RunInstances".into(),
+                code: "MixedBatch".into(),
+                detail: Detail(
+                    "one launch call needs one instance spec; this batch mixes specs".into(),
+                ),
+            });
+        }
+        // A retried batch finds what its first attempt launched (EC2's ClientToken does
+        // this too, for a while; emulators and expired tokens do not), so it never doubles.
+        let earlier = self.batch_members(scope, token).await?;
+        let started: Vec<ObservedInstance> = if earlier.is_empty() {
+            self.launch(token, batch)
+                .await?
+                .iter()
+                .map(observed)
+                .collect()
+        } else {
+            tracing::info!(
+                "batch {token} was launched before; reusing its {} instances",
+                earlier.len()
+            );
+            earlier
+        };
+        // Members already named keep their names; the rest take the unused names in order.
+        let mut by_name: BTreeMap<String, ObservedInstance> = BTreeMap::new();
+        let mut unnamed = Vec::new();
+        for o in started {
+            if batch.iter().any(|r| r.name == o.name) && !by_name.contains_key(&o.name) {
+                by_name.insert(o.name.clone(), o);
+            } else {
+                unnamed.push(o);
+            }
+        }
+        let mut unnamed = unnamed.into_iter();
+        let mut out = CreateOutcome::default();
+        let mut to_tag = Vec::new();
+        let mut missing = Vec::new();
+        for req in batch {
+            let o = match by_name.remove(&req.name) {
+                Some(o) => o,
+                None => match unnamed.next() {
+                    Some(mut o) => {
+                        o.name = req.name.clone();
+                        to_tag.push((o.cloud_id.clone(), req.name.clone()));
+                        o
+                    }
+                    None => {
+                        missing.push(req);
+                        continue;
+                    }
+                },
+            };
+            out.created.push(o);
+        }
+        for req in missing {
+            out.failed.push((
+                req.name.clone(),
+                CloudError::Rejected {
+                    provider: "aws".into(),
+                    operation: "RunInstances".into(),
+                    code: "InsufficientInstanceCapacity".into(),
+                    detail: Detail(
+                        "EC2 started fewer instances than asked; the next run tries again".into(),
+                    ),
+                },
+            ));
+        }
+        self.tag_names(&to_tag).await;
+        Ok(out)
+    }
+
+    async fn delete_instances(
+        &self,
+        _scope: &Scope,
+        ids: &[String],
+    ) -> Result<DeleteOutcome, CloudError> {
+        let mut out = DeleteOutcome::default();
+        for chunk in ids.chunks(INSTANCE_BATCH) {
+            match self
+                .ec2
+                .terminate_instances()
+                .set_instance_ids(Some(chunk.to_vec()))
+                .send()
+                .await
+            {
+                Ok(_) => out.deleted.extend(chunk.iter().cloned()),
+                Err(e) => {
+                    let e = errors::map("TerminateInstances", e);
+                    if errors::code(&e) != Some("InvalidInstanceID.NotFound") {
+                        return Err(e);
+                    }
+                    // Some ids are already gone: settle them one by one.
+                    for id in chunk {
+                        match self.ec2.terminate_instances().instance_ids(id).send().await {
+                            Ok(_) => out.deleted.push(id.clone()),
+                            Err(e) => {
+                                let e = errors::map("TerminateInstances", e);
+                                if errors::code(&e) == Some("InvalidInstanceID.NotFound") {
+                                    out.deleted.push(id.clone());
+                                } else {
+                                    out.failed.push((id.clone(), e));
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    async fn create_resource(
+        &self,
+        scope: &Scope,
+        spec: &ResourceSpec,
+        tags_: &BTreeMap<String, String>,
+    ) -> Result<ObservedResource, CloudError> {
+        if spec.kind != "key_pair" {
+            return Err(CloudError::Unsupported {
+                provider: "aws".into(),
+                what: format!("resource kind `{}` (it has: key_pair)", spec.kind),
+            });
+        }
+        let key_name = naming::resource_name(&scope.stack, &spec.name);
+        let public_key = spec
+            .properties
+            .get("public_key")
+            .and_then(|v| v.as_str())
+            .unwrap_or("");
+        let aws_tags: Vec<Tag> = tags_
+            .iter()
+            .map(|(k, v)| Tag::builder().key(k).value(v).build())
+            .collect();
+        let made = self
+            .ec2
+            .import_key_pair()
+            .key_name(&key_name)
+            .public_key_material(aws_sdk_ec2::primitives::Blob::new(public_key.as_bytes()))
+            .tag_specifications(
+                TagSpecification::builder()
+                    .resource_type(ResourceType::KeyPair)
+                    .set_tags(Some(aws_tags))
+                    .build(),
+            )
+            .send()
+            .await;
+        if let Err(e) = made {
+            let e = errors::map("ImportKeyPair", e);
+            // Already there (a retry, or adopted): creating is idempotent by name.
+            if errors::code(&e) != Some("InvalidKeyPair.Duplicate") {
+                return Err(e);
+            }
+        }
+        Ok(ObservedResource {
+            cloud_id: key_name,
+            kind: spec.kind.clone(),
+            name: spec.name.clone(),
+            spec_hash: tags_.get(tags::SPEC).cloned().unwrap_or_default(),
+        })
+    }
+
+    async fn delete_resource(
+        &self,
+        _scope: &Scope,
+        _kind: &str,
+        cloud_id: &str,
+    ) -> Result<(), CloudError> {
+        match self.ec2.delete_key_pair().key_name(cloud_id).send().await {
+            Ok(_) => Ok(()),
+            Err(e) => {
+                let e = errors::map("DeleteKeyPair", e);
+                if errors::code(&e) == Some("InvalidKeyPair.NotFound") {
+                    Ok(())
+                } else {
+                    Err(e)
+                }
+            }
+        }
+    }
+
+    async fn describe_instance(
+        &self,
+        cloud_id: &str,
+    ) -> Result<Option<ObservedInstance>, CloudError> {
+        match self
+            .ec2
+            .describe_instances()
+            .instance_ids(cloud_id)
+            .send()
+            .await
+        {
+            Ok(out) => Ok(out
+                .reservations()
+                .iter()
+                .flat_map(|r| r.instances())
+                .next()
+                .map(observed)),
+            Err(e) => {
+                let e = errors::map("DescribeInstances", e);
+                if errors::code(&e) == Some("InvalidInstanceID.NotFound") {
+                    Ok(None)
+                } else {
+                    Err(e)
+                }
+            }
+        }
+    }
+}
+
+/// User data must fit EC2's 16 KB after gzip; say so when the stack loads, not at launch.
+fn check_user_data(loaded: &LoadedStack) -> Result<(), StackError> {
+    let Some(t) = &loaded.stack.templates.user_data else {
+        return Ok(());
+    };
+    let path = loaded.resolve(t);
+    let Ok(bytes) = std::fs::read(&path) else {
+        return Ok(());
+    };
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+    let size = gz
+        .write_all(&bytes)
+        .and_then(|_| gz.finish())
+        .map(|v| v.len())
+        .unwrap_or(bytes.len());
+    if size > USER_DATA_LIMIT {
+        return Err(loaded.error_at(
+            "templates.user_data",
+            format!(
+                "user data is {size} bytes after gzip, over EC2's {USER_DATA_LIMIT}-byte limit"
+            ),
+            "move large files out of the template (fetch them at boot)",
+        ));
+    }
+    Ok(())
+}
