@@ -5,6 +5,7 @@
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
 
+use fleet_providers::testing::{FaultProxy, Rule};
 use serde_json::Value;
 
 const BIN: &str = env!("CARGO_BIN_EXE_fleet-cli");
@@ -15,14 +16,70 @@ fn require_moto() {
     }
 }
 
-fn run(dir: &Path, args: &[&str]) -> Output {
-    Command::new(BIN)
-        .arg("--stack")
+fn command(dir: &Path, endpoint: Option<&str>, args: &[&str]) -> Command {
+    let mut c = Command::new(BIN);
+    c.arg("--stack")
         .arg(dir.join("aws.yaml"))
         .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .unwrap()
+        .stdin(Stdio::null());
+    if let Some(url) = endpoint {
+        c.env("AWS_ENDPOINT_URL", url);
+    }
+    c
+}
+
+fn run(dir: &Path, args: &[&str]) -> Output {
+    command(dir, None, args).output().unwrap()
+}
+
+/// A copy of stacks/aws.yaml in a fresh directory, with `edit` applied to its text.
+fn stack_dir(edit: impl FnOnce(String) -> String) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    let text =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../stacks/aws.yaml"))
+            .unwrap();
+    std::fs::write(dir.path().join("aws.yaml"), edit(text)).unwrap();
+    dir
+}
+
+fn moto() -> String {
+    require_moto();
+    std::env::var("AWS_ENDPOINT_URL").unwrap()
+}
+
+async fn sdk() -> aws_config::SdkConfig {
+    fleet_providers::aws::sdk_config(Some("us-east-1"), Some(&moto()), 3).await
+}
+
+/// Live (not terminated) instances tagged with `stack`, read from moto directly.
+async fn live_instances(stack: &str) -> Vec<String> {
+    let ec2 = aws_sdk_ec2::Client::new(&sdk().await);
+    let out = ec2
+        .describe_instances()
+        .filters(
+            aws_sdk_ec2::types::Filter::builder()
+                .name("tag:fleet:stack")
+                .values(stack)
+                .build(),
+        )
+        .filters(
+            aws_sdk_ec2::types::Filter::builder()
+                .name("instance-state-name")
+                .values("pending")
+                .values("running")
+                .build(),
+        )
+        .send()
+        .await
+        .unwrap();
+    let mut ids: Vec<String> = out
+        .reservations()
+        .iter()
+        .flat_map(|r| r.instances())
+        .filter_map(|i| i.instance_id().map(str::to_string))
+        .collect();
+    ids.sort();
+    ids
 }
 
 fn json(o: &Output) -> Value {
@@ -172,4 +229,188 @@ fn cloud_errors_are_reported_with_the_aws_code_and_what_to_do() {
         &["state", "list", "--json", "--set", "name=aws-badsubnet"],
     ));
     assert!(list["instances"].as_array().unwrap().is_empty(), "{list}");
+}
+
+#[test]
+fn sigkill_after_the_launch_took_effect_then_up_adopts_without_duplicates() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let proxy = rt.block_on(FaultProxy::start(&moto())).unwrap();
+    // RunInstances reaches moto (the instances exist), but its answer never comes back:
+    // the process dies before it can record cloud ids or tag names.
+    proxy.add(Rule::hold(&["Action=RunInstances"]));
+    let dir = stack_dir(|t| t);
+    let name = format!("aws-kill-{}", std::process::id());
+    let set_name = format!("name={name}");
+    let args = [
+        "up",
+        "--yes",
+        "--set",
+        &set_name,
+        "--set",
+        "policy.min_instances=5",
+    ];
+    let mut child = command(dir.path(), Some(proxy.url()), &args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    rt.block_on(async {
+        tokio::time::timeout(std::time::Duration::from_secs(60), proxy.wait_held())
+            .await
+            .expect("the launch never reached moto")
+    });
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+    let launched = rt.block_on(live_instances(&name));
+    assert_eq!(launched.len(), 5, "the launch took effect before the kill");
+
+    let list = json(&run(
+        dir.path(),
+        &["state", "list", "--json", "--set", &set_name],
+    ));
+    let pending = list["instances"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|i| i["pending"]["op"] == "create")
+        .count();
+    assert_eq!(pending, 5, "the trail of the interrupted create: {list}");
+
+    // The next run matches the unnamed instances to their pending records by batch token.
+    let mut again = args.to_vec();
+    again.push("--json");
+    let up = json(&run(dir.path(), &again));
+    assert_eq!(up["plan"]["summary"]["adopt"], 5, "{}", up["plan"]);
+    assert_eq!(up["plan"]["summary"]["create"], 0, "{}", up["plan"]);
+    assert_eq!(
+        up["plan"]["summary"]["forget"], 0,
+        "the records keep their names: {}",
+        up["plan"]
+    );
+    assert_eq!(rt.block_on(live_instances(&name)), launched, "no duplicate");
+
+    let o = run(
+        dir.path(),
+        &[
+            "preview",
+            "--detailed-exitcode",
+            "--set",
+            &set_name,
+            "--set",
+            "policy.min_instances=5",
+        ],
+    );
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&o.stdout)
+    );
+    json(&run(
+        dir.path(),
+        &["destroy", "--yes", "--json", "--set", &set_name],
+    ));
+    assert!(
+        rt.block_on(live_instances(&name)).is_empty(),
+        "nothing leaked"
+    );
+}
+
+#[test]
+fn two_ups_on_s3_state_one_proceeds_and_the_other_names_the_holder() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let moto = moto();
+    let proxy = rt.block_on(FaultProxy::start(&moto)).unwrap();
+    let id = std::process::id();
+    let (bucket, table) = (format!("fleet-state-{id}"), format!("fleet-locks-{id}"));
+    rt.block_on(async {
+        let sdk = sdk().await;
+        let s3 = aws_sdk_s3::Client::from_conf(
+            aws_sdk_s3::config::Builder::from(&sdk)
+                .force_path_style(true)
+                .build(),
+        );
+        s3.create_bucket().bucket(&bucket).send().await.unwrap();
+        use aws_sdk_dynamodb::types::*;
+        aws_sdk_dynamodb::Client::new(&sdk)
+            .create_table()
+            .table_name(&table)
+            .attribute_definitions(
+                AttributeDefinition::builder()
+                    .attribute_name("LockID")
+                    .attribute_type(ScalarAttributeType::S)
+                    .build()
+                    .unwrap(),
+            )
+            .key_schema(
+                KeySchemaElement::builder()
+                    .attribute_name("LockID")
+                    .key_type(KeyType::Hash)
+                    .build()
+                    .unwrap(),
+            )
+            .billing_mode(BillingMode::PayPerRequest)
+            .send()
+            .await
+            .unwrap();
+    });
+    // State and lock go to moto directly; EC2 goes through the proxy, which holds the
+    // first launch so that the first run is mid-apply, holding the lock, when the second
+    // one starts.
+    let dir = stack_dir(|t| {
+        t.replace(
+            "state:\n  backend: local\n  path: .fleet/aws.state.json",
+            &format!(
+                "state:\n  backend: s3\n  bucket: {bucket}\n  key: fleet/aws.json\n  lock_table: {table}\n  endpoint_url: {moto}"
+            ),
+        )
+    });
+    proxy.add(Rule::hold(&["Action=RunInstances"]));
+    let name = format!("aws-s3lock-{id}");
+    let set_name = format!("name={name}");
+    let args = [
+        "up",
+        "--yes",
+        "--json",
+        "--set",
+        &set_name,
+        "--set",
+        "policy.min_instances=2",
+    ];
+    let first = command(dir.path(), Some(proxy.url()), &args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    rt.block_on(async {
+        tokio::time::timeout(std::time::Duration::from_secs(60), proxy.wait_held())
+            .await
+            .expect("the first up never launched")
+    });
+    let second = command(dir.path(), Some(proxy.url()), &args)
+        .output()
+        .unwrap();
+    assert_eq!(second.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&second.stderr);
+    assert!(
+        err.contains(&format!(
+            "s3://{bucket}/fleet/aws.json is locked by `fleet-cli up` (pid {}",
+            first.id()
+        )),
+        "{err}"
+    );
+    assert!(err.contains("lease until"), "{err}");
+
+    proxy.release();
+    let first = first.wait_with_output().unwrap();
+    let up = json(&first);
+    assert_eq!(up["result"]["done"]["create"], 2, "{}", up["result"]);
+    assert_eq!(rt.block_on(live_instances(&name)).len(), 2);
+
+    // The lock was released on exit: the next command takes it at once.
+    json(&run(
+        dir.path(),
+        &["destroy", "--yes", "--json", "--set", &set_name],
+    ));
+    assert!(rt.block_on(live_instances(&name)).is_empty());
 }

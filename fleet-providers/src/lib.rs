@@ -6,6 +6,8 @@
 
 pub mod aws;
 pub mod sandbox;
+#[cfg(feature = "testing")]
+pub mod testing;
 
 use fleet_core::cloud::Cloud;
 use fleet_core::stack::{LoadedStack, StackError};

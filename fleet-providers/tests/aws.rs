@@ -121,3 +121,169 @@ async fn an_expired_lease_can_be_taken_over_and_a_live_one_cannot() {
     }
     next.unlock().await.unwrap();
 }
+
+// Faults on the wire: a proxy between the SDK and moto answers chosen requests with EC2's
+// own error shape, so the SDK's retry strategy and error parsing run for real.
+
+use fleet_core::cloud::{Cloud, CloudError, CreateInstance, Scope};
+use fleet_providers::testing::{FaultProxy, Rule};
+
+async fn cloud_via(proxy: &FaultProxy, settings_yaml: &str, attempts: u32) -> AwsCloud {
+    let sdk = sdk_config(Some("us-east-1"), Some(proxy.url()), attempts).await;
+    let settings: AwsSettings = serde_yaml_ng::from_str(settings_yaml).unwrap();
+    AwsCloud::new(&sdk, settings, CallCounter::default())
+}
+
+fn scope(stack: &str) -> Scope {
+    Scope {
+        stack: stack.to_string(),
+        lineage: "test-lineage".into(),
+    }
+}
+
+fn requests(scope: &Scope, n: u64) -> (String, Vec<CreateInstance>) {
+    let spec = fleet_core::spec::InstanceSpec {
+        image: AMI.into(),
+        instance_types: vec!["t3.medium".into()],
+        template_hash: None,
+        labels: Default::default(),
+    };
+    let reqs: Vec<CreateInstance> = (1..=n)
+        .map(|i| {
+            let name = fleet_core::naming::instance_name(&scope.stack, i);
+            CreateInstance {
+                tags: fleet_core::apply::object_tags(scope, &name, &spec.hash(), None),
+                name,
+                spec: spec.clone(),
+            }
+        })
+        .collect();
+    let names: Vec<&str> = reqs.iter().map(|r| r.name.as_str()).collect();
+    (fleet_core::naming::batch_token(&names), reqs)
+}
+
+/// The market (`spot` or on-demand) of every live instance of `stack`, read from moto.
+async fn markets(stack: &str) -> Vec<String> {
+    let sdk = sdk_config(Some("us-east-1"), Some(&endpoint()), 3).await;
+    let ec2 = aws_sdk_ec2::Client::new(&sdk);
+    let out = ec2
+        .describe_instances()
+        .filters(
+            aws_sdk_ec2::types::Filter::builder()
+                .name("tag:fleet:stack")
+                .values(stack)
+                .build(),
+        )
+        .send()
+        .await
+        .unwrap();
+    out.reservations()
+        .iter()
+        .flat_map(|r| r.instances())
+        .map(|i| {
+            i.instance_lifecycle()
+                .map_or("on-demand".to_string(), |l| l.as_str().to_string())
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn throttled_calls_are_retried_with_backoff() {
+    let proxy = FaultProxy::start(&endpoint()).await.unwrap();
+    proxy.add(Rule::error(
+        &["Action=DescribeInstances"],
+        503,
+        "RequestLimitExceeded",
+        2,
+    ));
+    let c = cloud_via(&proxy, "{}", 3).await;
+    c.observe(&scope(&unique("throttle")))
+        .await
+        .expect("two throttled answers are retried away");
+    assert_eq!(proxy.injected(), 2);
+    assert_eq!(
+        c.calls().snapshot().get("DescribeInstances").copied(),
+        Some(3),
+        "two throttled attempts and one that went through"
+    );
+}
+
+#[tokio::test]
+async fn throttling_that_outlasts_the_retries_is_reported_as_transient_with_its_code() {
+    let proxy = FaultProxy::start(&endpoint()).await.unwrap();
+    proxy.add(Rule::error(
+        &["Action=DescribeInstances"],
+        503,
+        "RequestLimitExceeded",
+        u32::MAX,
+    ));
+    let c = cloud_via(&proxy, "{}", 2).await;
+    match c.observe(&scope(&unique("throttle"))).await {
+        Err(e @ CloudError::Transient { .. }) => {
+            let text = format!("{e}: {}", std::error::Error::source(&e).unwrap());
+            assert!(text.contains("RequestLimitExceeded"), "{text}");
+            assert!(text.contains("the next run retries"), "{text}");
+        }
+        other => panic!("expected a transient error, got {other:?}"),
+    }
+    assert_eq!(proxy.injected(), 2, "max_attempts bounds the retries");
+}
+
+#[tokio::test]
+async fn spot_is_requested_when_the_stack_asks_for_it() {
+    let proxy = FaultProxy::start(&endpoint()).await.unwrap();
+    let c = cloud_via(&proxy, "{spot: true}", 3).await;
+    let s = scope(&unique("spot"));
+    let (token, reqs) = requests(&s, 2);
+    let out = c.create_instances(&s, &token, &reqs).await.unwrap();
+    assert_eq!(out.created.len(), 2, "{:?}", out.failed);
+    assert_eq!(markets(&s.stack).await, ["spot", "spot"]);
+}
+
+#[tokio::test]
+async fn spot_capacity_errors_fall_back_to_on_demand() {
+    let proxy = FaultProxy::start(&endpoint()).await.unwrap();
+    proxy.add(Rule::error(
+        &["Action=RunInstances", "MarketType=spot"],
+        500,
+        "InsufficientInstanceCapacity",
+        u32::MAX,
+    ));
+    let c = cloud_via(&proxy, "{spot: true}", 2).await;
+    let s = scope(&unique("fallback"));
+    let (token, reqs) = requests(&s, 3);
+    let out = c.create_instances(&s, &token, &reqs).await.unwrap();
+    assert!(out.failed.is_empty(), "{:?}", out.failed);
+    assert_eq!(out.created.len(), 3);
+    assert!(proxy.injected() >= 1, "the spot request was refused");
+    assert_eq!(markets(&s.stack).await, ["on-demand"; 3]);
+    let launches = c.calls().snapshot().get("RunInstances").copied();
+    assert_eq!(
+        launches,
+        Some(3),
+        "two spot attempts (max_attempts 2), then one on-demand launch"
+    );
+}
+
+#[tokio::test]
+async fn without_fallback_a_spot_capacity_error_is_a_refusal_naming_the_code() {
+    let proxy = FaultProxy::start(&endpoint()).await.unwrap();
+    proxy.add(Rule::error(
+        &["Action=RunInstances", "MarketType=spot"],
+        500,
+        "InsufficientInstanceCapacity",
+        u32::MAX,
+    ));
+    let c = cloud_via(&proxy, "{spot: true, spot_fallback: false}", 1).await;
+    let s = scope(&unique("nofallback"));
+    let (token, reqs) = requests(&s, 1);
+    match c.create_instances(&s, &token, &reqs).await {
+        Err(e @ CloudError::Rejected { .. }) => {
+            let text = format!("{e}: {}", std::error::Error::source(&e).unwrap());
+            assert!(text.contains("InsufficientInstanceCapacity"), "{text}");
+            assert!(text.contains("spot_fallback"), "{text}");
+        }
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+    assert!(markets(&s.stack).await.is_empty());
+}
