@@ -414,3 +414,30 @@ fn two_ups_on_s3_state_one_proceeds_and_the_other_names_the_holder() {
     ));
     assert!(rt.block_on(live_instances(&name)).is_empty());
 }
+
+#[test]
+fn bad_cache_bucket_properties_are_located_in_the_stack_file() {
+    require_moto();
+    let dir = stack_dir(|t| {
+        format!("{t}\nresources:\n  - kind: cache_bucket\n    name: cache\n    properties:\n      expire_days: 0\n")
+    });
+    let o = run(dir.path(), &["preview", "--set", "name=aws-badbucket"]);
+    assert_eq!(o.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("expire_days is 0; it must be at least 1"),
+        "{err}"
+    );
+    assert!(
+        err.contains("aws.yaml:"),
+        "the error names the file and line: {err}"
+    );
+
+    let dir = stack_dir(|t| {
+        format!("{t}\nresources:\n  - kind: cache_bucket\n    name: cache\n    properties:\n      bucket_name: someone-elses-bucket\n")
+    });
+    let o = run(dir.path(), &["preview", "--set", "name=aws-badbucket"]);
+    assert_eq!(o.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("must start with `aws-badbucket-`"), "{err}");
+}

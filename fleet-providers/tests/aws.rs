@@ -287,3 +287,124 @@ async fn without_fallback_a_spot_capacity_error_is_a_refusal_naming_the_code() {
     }
     assert!(markets(&s.stack).await.is_empty());
 }
+
+#[tokio::test]
+async fn runner_tokens_live_in_ssm_as_secure_strings_and_are_deleted() {
+    use fleet_core::secret::Secret;
+    use fleet_providers::aws::TokenStore;
+    let sdk = sdk_config(Some("us-east-1"), Some(&endpoint()), 3).await;
+    let store = TokenStore::new(&sdk, None, &CallCounter::default());
+    let stack = unique("ssm");
+    let name = store
+        .put(&stack, "runner-0001", &Secret::new("glrt-test-token-1"))
+        .await
+        .unwrap();
+    assert_eq!(name, format!("/fleet/{stack}/runner-0001/runner-token"));
+    let ssm = aws_sdk_ssm::Client::new(&sdk);
+    let raw = ssm.get_parameter().name(&name).send().await.unwrap();
+    let p = raw.parameter().unwrap();
+    assert_eq!(
+        p.r#type(),
+        Some(&aws_sdk_ssm::types::ParameterType::SecureString)
+    );
+    assert_ne!(
+        p.value(),
+        Some("glrt-test-token-1"),
+        "read without decryption, a SecureString does not show the token"
+    );
+    let back = store.get(&stack, "runner-0001").await.unwrap().unwrap();
+    assert_eq!(back.expose(), "glrt-test-token-1");
+    // A new token for the same instance replaces the old one.
+    store
+        .put(&stack, "runner-0001", &Secret::new("glrt-test-token-2"))
+        .await
+        .unwrap();
+    assert_eq!(
+        store
+            .get(&stack, "runner-0001")
+            .await
+            .unwrap()
+            .unwrap()
+            .expose(),
+        "glrt-test-token-2"
+    );
+    store.delete(&stack, "runner-0001").await.unwrap();
+    assert!(store.get(&stack, "runner-0001").await.unwrap().is_none());
+    store
+        .delete(&stack, "runner-0001")
+        .await
+        .expect("deleting a token that is gone is not an error");
+}
+
+#[tokio::test]
+async fn cache_buckets_get_tags_an_expiry_rule_and_are_found_again() {
+    use fleet_core::resource::ResourceSpec;
+    let c = cloud().await;
+    let s = scope(&unique("cache"));
+    let spec = ResourceSpec {
+        kind: "cache_bucket".into(),
+        name: "cache".into(),
+        properties: [("expire_days".to_string(), serde_json::json!(7))]
+            .into_iter()
+            .collect(),
+        depends_on: vec![],
+    };
+    let tags = fleet_core::apply::object_tags(&s, "cache", &spec.hash(), Some("cache_bucket"));
+    let made = c.create_resource(&s, &spec, &tags).await.unwrap();
+    assert_eq!(made.cloud_id, format!("{}-cache", s.stack));
+    // Idempotent: a retry after a crash finds the bucket and finishes the job.
+    c.create_resource(&s, &spec, &tags).await.unwrap();
+
+    let seen = c.observe(&s).await.unwrap();
+    assert_eq!(seen.resources.len(), 1, "{:?}", seen.resources);
+    assert_eq!(seen.resources[0].name, "cache");
+    assert_eq!(seen.resources[0].spec_hash, spec.hash());
+    let other = c.observe(&scope(&format!("{}-x", s.stack))).await.unwrap();
+    assert!(other.resources.is_empty(), "another stack sees none of it");
+
+    let sdk = sdk_config(Some("us-east-1"), Some(&endpoint()), 3).await;
+    let s3 = aws_sdk_s3::Client::from_conf(
+        aws_sdk_s3::config::Builder::from(&sdk)
+            .force_path_style(true)
+            .build(),
+    );
+    let rules = s3
+        .get_bucket_lifecycle_configuration()
+        .bucket(&made.cloud_id)
+        .send()
+        .await
+        .unwrap();
+    let days: Vec<Option<i32>> = rules
+        .rules()
+        .iter()
+        .map(|r| r.expiration().and_then(|e| e.days()))
+        .collect();
+    assert_eq!(days, [Some(7)]);
+
+    // A bucket holding objects is not deleted unless force_destroy says so.
+    s3.put_object()
+        .bucket(&made.cloud_id)
+        .key("runner/cache.zip")
+        .body(aws_sdk_s3::primitives::ByteStream::from_static(b"cache"))
+        .send()
+        .await
+        .unwrap();
+    let e = c
+        .delete_resource(&s, "cache_bucket", &made.cloud_id)
+        .await
+        .unwrap_err();
+    assert!(format!("{e} {:?}", e).contains("force_destroy"), "{e:?}");
+    s3.delete_object()
+        .bucket(&made.cloud_id)
+        .key("runner/cache.zip")
+        .send()
+        .await
+        .unwrap();
+    c.delete_resource(&s, "cache_bucket", &made.cloud_id)
+        .await
+        .unwrap();
+    assert!(c.observe(&s).await.unwrap().resources.is_empty());
+    c.delete_resource(&s, "cache_bucket", &made.cloud_id)
+        .await
+        .expect("already gone counts as deleted");
+}

@@ -29,6 +29,7 @@ use fleet_core::resource::ResourceSpec;
 use fleet_core::stack::{LoadedStack, StackError};
 use fleet_core::state::Lifecycle;
 
+use super::bucket::{self, BucketProperties};
 use super::calls::CallCounter;
 use super::errors::{self, CAPACITY_CODES};
 
@@ -85,8 +86,12 @@ fn default_attempts() -> u32 {
 /// The EC2 provider.
 pub struct AwsCloud {
     ec2: aws_sdk_ec2::Client,
+    s3: aws_sdk_s3::Client,
+    region: Option<String>,
     settings: AwsSettings,
     calls: CallCounter,
+    /// Cache buckets whose objects go with them on delete (`force_destroy`).
+    force_destroy: std::collections::BTreeSet<String>,
 }
 
 const INSTANCE_BATCH: usize = 1000;
@@ -100,10 +105,17 @@ impl AwsCloud {
         let conf = aws_sdk_ec2::config::Builder::from(sdk)
             .interceptor(calls.clone())
             .build();
+        let s3 = aws_sdk_s3::config::Builder::from(sdk)
+            .force_path_style(true)
+            .interceptor(calls.clone())
+            .build();
         AwsCloud {
             ec2: aws_sdk_ec2::Client::from_conf(conf),
+            s3: aws_sdk_s3::Client::from_conf(s3),
+            region: sdk.region().map(|r| r.to_string()),
             settings,
             calls,
+            force_destroy: Default::default(),
         }
     }
 
@@ -118,6 +130,23 @@ impl AwsCloud {
             ));
         }
         check_user_data(loaded)?;
+        let mut force_destroy = std::collections::BTreeSet::new();
+        for (i, r) in loaded.stack.resources.iter().enumerate() {
+            if r.kind != bucket::KIND {
+                continue;
+            }
+            let spec = ResourceSpec::from(r);
+            let props = BucketProperties::of(&loaded.stack.name, &spec).map_err(|m| {
+                loaded.error_at(
+                    &format!("resources.{i}.properties"),
+                    m,
+                    "see the cache_bucket properties in the README",
+                )
+            })?;
+            if props.force_destroy {
+                force_destroy.insert(props.name(&loaded.stack.name, &r.name));
+            }
+        }
         let sdk = super::sdk_config(
             settings.region.as_deref(),
             settings.endpoint_url.as_deref(),
@@ -131,7 +160,9 @@ impl AwsCloud {
                 "set provider.region, or AWS_REGION in the environment",
             ));
         }
-        Ok(AwsCloud::new(&sdk, settings, calls))
+        let mut cloud = AwsCloud::new(&sdk, settings, calls);
+        cloud.force_destroy = force_destroy;
+        Ok(cloud)
     }
 
     /// API calls made so far, by operation.
@@ -382,7 +413,7 @@ impl Cloud for AwsCloud {
     }
 
     fn resource_kinds(&self) -> &[&str] {
-        &["key_pair"]
+        &["key_pair", bucket::KIND]
     }
 
     async fn observe(&self, scope: &Scope) -> Result<Observed, CloudError> {
@@ -413,7 +444,7 @@ impl Cloud for AwsCloud {
             .send()
             .await
             .map_err(|e| errors::map("DescribeKeyPairs", e))?;
-        let resources = keys
+        let mut resources: Vec<ObservedResource> = keys
             .key_pairs()
             .iter()
             .map(|k| {
@@ -427,6 +458,7 @@ impl Cloud for AwsCloud {
                 }
             })
             .collect();
+        resources.extend(bucket::observe(&self.s3, scope).await?);
         Ok(Observed {
             instances,
             resources,
@@ -562,10 +594,17 @@ impl Cloud for AwsCloud {
         spec: &ResourceSpec,
         tags_: &BTreeMap<String, String>,
     ) -> Result<ObservedResource, CloudError> {
+        if spec.kind == bucket::KIND {
+            return bucket::create(&self.s3, self.region.as_deref(), scope, spec, tags_).await;
+        }
         if spec.kind != "key_pair" {
             return Err(CloudError::Unsupported {
                 provider: "aws".into(),
-                what: format!("resource kind `{}` (it has: key_pair)", spec.kind),
+                what: format!(
+                    "resource kind `{}` (it has: {})",
+                    spec.kind,
+                    self.resource_kinds().join(", ")
+                ),
             });
         }
         let key_name = naming::resource_name(&scope.stack, &spec.name);
@@ -609,9 +648,12 @@ impl Cloud for AwsCloud {
     async fn delete_resource(
         &self,
         _scope: &Scope,
-        _kind: &str,
+        kind: &str,
         cloud_id: &str,
     ) -> Result<(), CloudError> {
+        if kind == bucket::KIND {
+            return bucket::delete(&self.s3, cloud_id, self.force_destroy.contains(cloud_id)).await;
+        }
         match self.ec2.delete_key_pair().key_name(cloud_id).send().await {
             Ok(_) => Ok(()),
             Err(e) => {

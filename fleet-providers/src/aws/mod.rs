@@ -6,19 +6,23 @@
 //! codes) and 5xx answers are retried by the SDK's standard retry strategy, with
 //! exponential backoff and jitter, up to `max_attempts`.
 
+mod bucket;
 mod calls;
 mod ec2;
 mod errors;
 mod s3_state;
+mod ssm;
 
 use std::time::Duration;
 
 use aws_config::retry::RetryConfig;
 use aws_config::{BehaviorVersion, Region, SdkConfig};
 
+pub use bucket::BucketProperties;
 pub use calls::CallCounter;
 pub use ec2::{AwsCloud, AwsSettings};
 pub use s3_state::{S3Backend, S3Settings};
+pub use ssm::TokenStore;
 
 /// Loads the SDK configuration: the standard chain, then the stack's overrides.
 pub async fn sdk_config(
