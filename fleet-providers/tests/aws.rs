@@ -142,9 +142,13 @@ fn scope(stack: &str) -> Scope {
 }
 
 fn requests(scope: &Scope, n: u64) -> (String, Vec<CreateInstance>) {
+    requests_of(scope, n, &["t3.medium"])
+}
+
+fn requests_of(scope: &Scope, n: u64, types: &[&str]) -> (String, Vec<CreateInstance>) {
     let spec = fleet_core::spec::InstanceSpec {
         image: AMI.into(),
-        instance_types: vec!["t3.medium".into()],
+        instance_types: types.iter().map(|t| t.to_string()).collect(),
         template_hash: None,
         labels: Default::default(),
     };
@@ -407,4 +411,59 @@ async fn cache_buckets_get_tags_an_expiry_rule_and_are_found_again() {
     c.delete_resource(&s, "cache_bucket", &made.cloud_id)
         .await
         .expect("already gone counts as deleted");
+}
+
+#[tokio::test]
+async fn several_instance_types_launch_with_one_create_fleet_call() {
+    let proxy = FaultProxy::start(&endpoint()).await.unwrap();
+    let c = cloud_via(&proxy, "{}", 3).await;
+    let s = scope(&unique("fleet"));
+    let (token, reqs) = requests_of(&s, 4, &["t3.medium", "t3.large"]);
+    let out = c.create_instances(&s, &token, &reqs).await.unwrap();
+    assert!(out.failed.is_empty(), "{:?}", out.failed);
+    let calls = c.calls().snapshot();
+    assert_eq!(calls.get("CreateFleet").copied(), Some(1), "{calls:?}");
+    assert_eq!(calls.get("RunInstances"), None, "{calls:?}");
+    let seen = c.observe(&s).await.unwrap();
+    let mut names: Vec<&str> = seen.instances.iter().map(|o| o.name.as_str()).collect();
+    names.sort();
+    let wanted: Vec<&str> = reqs.iter().map(|r| r.name.as_str()).collect();
+    assert_eq!(
+        names, wanted,
+        "every instance carries the name it was asked under"
+    );
+    for o in &seen.instances {
+        assert!(
+            ["t3.medium", "t3.large"].contains(&o.instance_type.as_str()),
+            "{o:?}"
+        );
+        assert_eq!(o.batch.as_deref(), Some(token.as_str()));
+    }
+    // A second batch of the same spec reuses the launch template.
+    let (token2, more) = requests_of(&s, 6, &["t3.medium", "t3.large"]);
+    let out = c.create_instances(&s, &token2, &more[4..]).await.unwrap();
+    assert_eq!(out.created.len(), 2, "{:?}", out.failed);
+    assert_eq!(
+        c.calls().snapshot().get("CreateLaunchTemplate").copied(),
+        Some(2)
+    );
+    assert_eq!(c.observe(&s).await.unwrap().instances.len(), 6);
+}
+
+#[tokio::test]
+async fn a_spot_fleet_short_of_capacity_falls_back_to_on_demand() {
+    let proxy = FaultProxy::start(&endpoint()).await.unwrap();
+    proxy.add(Rule::error(
+        &["Action=CreateFleet", "DefaultTargetCapacityType=spot"],
+        500,
+        "InsufficientInstanceCapacity",
+        u32::MAX,
+    ));
+    let c = cloud_via(&proxy, "{spot: true}", 1).await;
+    let s = scope(&unique("fleetspot"));
+    let (token, reqs) = requests_of(&s, 2, &["t3.medium", "t3.large"]);
+    let out = c.create_instances(&s, &token, &reqs).await.unwrap();
+    assert!(out.failed.is_empty(), "{:?}", out.failed);
+    assert_eq!(proxy.injected(), 1);
+    assert_eq!(markets(&s.stack).await, ["on-demand"; 2]);
 }

@@ -1,20 +1,27 @@
 //! The EC2 provider.
 //!
-//! Creates are one call per batch: `RunInstances` with MinCount = MaxCount = N (all or
-//! nothing) and the batch token as `ClientToken`, so a retried call does not double. EC2 applies one set of
-//! tags to a whole batch, so instances are tagged at creation with the stack, lineage,
-//! spec hash and batch token; names (`fleet:name`, `Name`) are tagged right after. A crash
-//! in between leaves unnamed instances that the next plan matches to their pending records
-//! by batch token. With `spot`, capacity errors fall back to on-demand; a partial launch is
-//! topped up with one more call, so a batch takes at most three launch calls.
+//! Creates are one call per batch, with the batch token as `ClientToken` so a retried
+//! call does not double: `CreateFleet` (instant) over the instance types and subnets when
+//! the stack offers a choice, else `RunInstances` with MinCount = MaxCount = N (all or
+//! nothing). EC2 applies one set of tags to a whole batch, so instances are tagged at
+//! creation with the stack, lineage, spec hash and batch token; names (`fleet:name`,
+//! `Name`) are tagged right after. A crash in between leaves unnamed instances that the
+//! next plan matches to their pending records by batch token. With `spot`, capacity errors
+//! fall back to on-demand; a partial launch is topped up with one more call, so a batch
+//! takes at most three launch calls.
 
 use std::collections::BTreeMap;
 use std::io::Write;
 
 use async_trait::async_trait;
 use aws_sdk_ec2::types::{
-    Filter, IamInstanceProfileSpecification, Instance, InstanceMarketOptionsRequest,
-    InstanceStateName, InstanceType, MarketType, ResourceType, Tag, TagSpecification,
+    DefaultTargetCapacityType, Filter, FleetLaunchTemplateConfigRequest,
+    FleetLaunchTemplateOverridesRequest, FleetLaunchTemplateSpecificationRequest,
+    FleetOnDemandAllocationStrategy, FleetType, IamInstanceProfileSpecification, Instance,
+    InstanceMarketOptionsRequest, InstanceStateName, InstanceType,
+    LaunchTemplateIamInstanceProfileSpecificationRequest, MarketType, OnDemandOptionsRequest,
+    RequestLaunchTemplateData, ResourceType, SpotAllocationStrategy, SpotOptionsRequest, Tag,
+    TagSpecification, TargetCapacitySpecificationRequest,
 };
 use chrono::{DateTime, Utc};
 use futures_util::stream::{self, StreamExt};
@@ -226,6 +233,182 @@ impl AwsCloud {
         Ok(out.instances().to_vec())
     }
 
+    /// One launch call: `CreateFleet` (instant) when the stack offers a choice of instance
+    /// types or subnets, `RunInstances` when a single type and subnet suffice.
+    async fn launch_once(
+        &self,
+        req: &CreateInstance,
+        count: usize,
+        token: &str,
+        batch_tags: &[Tag],
+        spot: bool,
+    ) -> Result<Vec<Instance>, CloudError> {
+        if req.spec.instance_types.len() > 1 || self.settings.subnets.len() > 1 {
+            self.create_fleet(req, count, token, batch_tags, spot).await
+        } else {
+            self.run_instances(req, count, token, batch_tags, spot)
+                .await
+        }
+    }
+
+    /// The launch template `CreateFleet` needs: one per stack and instance spec, named
+    /// `<stack>-<spec hash>`, created once and reused.
+    async fn ensure_launch_template(&self, req: &CreateInstance) -> Result<String, CloudError> {
+        let stack = req.tags.get(tags::STACK).cloned().unwrap_or_default();
+        let name = format!("{stack}-{}", req.spec.hash());
+        let mut data = RequestLaunchTemplateData::builder().image_id(&req.spec.image);
+        if !self.settings.security_groups.is_empty() {
+            data = data.set_security_group_ids(Some(self.settings.security_groups.clone()));
+        }
+        if let Some(k) = &self.settings.key_name {
+            data = data.key_name(k);
+        }
+        if let Some(p) = &self.settings.iam_instance_profile {
+            data = data.iam_instance_profile(
+                LaunchTemplateIamInstanceProfileSpecificationRequest::builder()
+                    .name(p)
+                    .build(),
+            );
+        }
+        let made = self
+            .ec2
+            .create_launch_template()
+            .launch_template_name(&name)
+            .launch_template_data(data.build())
+            .tag_specifications(
+                TagSpecification::builder()
+                    .resource_type(ResourceType::LaunchTemplate)
+                    .tags(Tag::builder().key(tags::STACK).value(&stack).build())
+                    .tags(
+                        Tag::builder()
+                            .key(tags::SPEC)
+                            .value(req.spec.hash())
+                            .build(),
+                    )
+                    .build(),
+            )
+            .send()
+            .await;
+        match made {
+            Ok(_) => Ok(name),
+            Err(e) => {
+                let e = errors::map("CreateLaunchTemplate", e);
+                match errors::code(&e) {
+                    Some("InvalidLaunchTemplateName.AlreadyExistsException") => Ok(name),
+                    _ => Err(e),
+                }
+            }
+        }
+    }
+
+    /// One `CreateFleet` call of type `instant` over every instance type (in the stack's
+    /// order of preference) and subnet. EC2 reports capacity shortfalls per launch in the
+    /// answer; an answer with no instance at all becomes the error it names.
+    async fn create_fleet(
+        &self,
+        req: &CreateInstance,
+        count: usize,
+        token: &str,
+        batch_tags: &[Tag],
+        spot: bool,
+    ) -> Result<Vec<Instance>, CloudError> {
+        let template = self.ensure_launch_template(req).await?;
+        let subnets: Vec<Option<&String>> = if self.settings.subnets.is_empty() {
+            vec![None]
+        } else {
+            self.settings.subnets.iter().map(Some).collect()
+        };
+        let mut config = FleetLaunchTemplateConfigRequest::builder().launch_template_specification(
+            FleetLaunchTemplateSpecificationRequest::builder()
+                .launch_template_name(&template)
+                .version("$Latest")
+                .build(),
+        );
+        for (priority, t) in req.spec.instance_types.iter().enumerate() {
+            for subnet in &subnets {
+                let mut o = FleetLaunchTemplateOverridesRequest::builder()
+                    .instance_type(InstanceType::from(t.as_str()))
+                    .priority(priority as f64);
+                if let Some(sn) = subnet {
+                    o = o.subnet_id(*sn);
+                }
+                config = config.overrides(o.build());
+            }
+        }
+        let capacity_type = if spot {
+            DefaultTargetCapacityType::Spot
+        } else {
+            DefaultTargetCapacityType::OnDemand
+        };
+        let out = self
+            .ec2
+            .create_fleet()
+            .r#type(FleetType::Instant)
+            .client_token(token)
+            .launch_template_configs(config.build())
+            .target_capacity_specification(
+                TargetCapacitySpecificationRequest::builder()
+                    .total_target_capacity(count as i32)
+                    .default_target_capacity_type(capacity_type)
+                    .build(),
+            )
+            .spot_options(
+                SpotOptionsRequest::builder()
+                    .allocation_strategy(SpotAllocationStrategy::PriceCapacityOptimized)
+                    .build(),
+            )
+            .on_demand_options(
+                OnDemandOptionsRequest::builder()
+                    .allocation_strategy(FleetOnDemandAllocationStrategy::Prioritized)
+                    .build(),
+            )
+            .tag_specifications(
+                TagSpecification::builder()
+                    .resource_type(ResourceType::Instance)
+                    .set_tags(Some(batch_tags.to_vec()))
+                    .build(),
+            )
+            .send()
+            .await
+            .map_err(|e| errors::map("CreateFleet", e))?;
+        let ids: Vec<String> = out
+            .instances()
+            .iter()
+            .flat_map(|i| i.instance_ids().iter().cloned())
+            .collect();
+        if ids.is_empty() {
+            let first = out.errors().first();
+            let code = first
+                .and_then(|e| e.error_code())
+                .unwrap_or("UnfulfillableCapacity")
+                .to_string();
+            let message = first
+                .and_then(|e| e.error_message())
+                .unwrap_or("CreateFleet launched no instance");
+            return Err(errors::from_code("CreateFleet", &code, message));
+        }
+        for e in out.errors() {
+            tracing::info!(
+                "CreateFleet: {} ({})",
+                e.error_message().unwrap_or("no message"),
+                e.error_code().unwrap_or("no code")
+            );
+        }
+        let described = self
+            .ec2
+            .describe_instances()
+            .set_instance_ids(Some(ids))
+            .send()
+            .await
+            .map_err(|e| errors::map("DescribeInstances", e))?;
+        Ok(described
+            .reservations()
+            .iter()
+            .flat_map(|r| r.instances())
+            .cloned()
+            .collect())
+    }
+
     /// Launches `batch` in at most three calls: spot (if asked), on-demand on capacity
     /// errors, and one top-up when fewer instances started than asked.
     async fn launch(
@@ -244,7 +427,7 @@ impl AwsCloud {
 
         let mut spot = self.settings.spot;
         let mut started = match self
-            .run_instances(first, batch.len(), token, &batch_tags, spot)
+            .launch_once(first, batch.len(), token, &batch_tags, spot)
             .await
         {
             Ok(v) => v,
@@ -255,7 +438,7 @@ impl AwsCloud {
             {
                 tracing::warn!("spot capacity unavailable ({e}); launching on-demand instead");
                 spot = false;
-                self.run_instances(
+                self.launch_once(
                     first,
                     batch.len(),
                     &format!("{token}-od"),
@@ -273,7 +456,7 @@ impl AwsCloud {
                 batch.len()
             );
             let more = self
-                .run_instances(first, missing, &format!("{token}-topup"), &batch_tags, spot)
+                .launch_once(first, missing, &format!("{token}-topup"), &batch_tags, spot)
                 .await;
             match more {
                 Ok(v) => started.extend(v),

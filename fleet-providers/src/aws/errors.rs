@@ -57,26 +57,11 @@ where
     let provider = "aws".to_string();
     let operation = operation.to_string();
     match &err {
-        SdkError::ServiceError(se) => {
-            let code = se.err().code().unwrap_or("Unknown").to_string();
-            let message = se.err().message().unwrap_or("no message").to_string();
-            let detail = Detail(format!("{message}; {}", advice(&code)));
-            if TRANSIENT_CODES.contains(&code.as_str()) {
-                CloudError::Transient {
-                    provider,
-                    operation,
-                    code,
-                    detail,
-                }
-            } else {
-                CloudError::Rejected {
-                    provider,
-                    operation,
-                    code,
-                    detail,
-                }
-            }
-        }
+        SdkError::ServiceError(se) => from_code(
+            &operation,
+            se.err().code().unwrap_or("Unknown"),
+            se.err().message().unwrap_or("no message"),
+        ),
         SdkError::TimeoutError(_) => CloudError::Transient {
             provider,
             operation,
@@ -97,6 +82,28 @@ where
             code: "ResponseError".into(),
             detail: Detail(format!("{other:?}")),
         },
+    }
+}
+
+/// An error named by code and message inside a successful answer (`CreateFleet` reports
+/// launch errors that way).
+pub fn from_code(operation: &str, code: &str, message: &str) -> CloudError {
+    let detail = Detail(format!("{message}; {}", advice(code)));
+    let (provider, operation, code) = ("aws".to_string(), operation.to_string(), code.to_string());
+    if TRANSIENT_CODES.contains(&code.as_str()) {
+        CloudError::Transient {
+            provider,
+            operation,
+            code,
+            detail,
+        }
+    } else {
+        CloudError::Rejected {
+            provider,
+            operation,
+            code,
+            detail,
+        }
     }
 }
 
