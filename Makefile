@@ -47,6 +47,8 @@ fmt:
 bench:
 	$(CARGO) bench -p fleet-core --bench plan -- --noplot
 	$(CARGO) bench -p fleet-core --bench plan_memory
+	$(CARGO) build --release -p fleet-cli
+	scripts/with-moto scripts/bench-aws
 
 clean:
 	$(CARGO) clean
