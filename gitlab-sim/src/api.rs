@@ -16,7 +16,9 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use rand::Rng;
 use serde_json::{json, Map, Value};
 
-use crate::model::{Job, JobStatus, NewJob, NewRunner, Project, Runner, RunnerType, World, WorldError};
+use crate::model::{
+    Job, JobStatus, NewJob, NewRunner, Project, Runner, RunnerType, World, WorldError,
+};
 use crate::{Faults, Shared};
 
 type S = State<Arc<Shared>>;
@@ -85,7 +87,10 @@ async fn gate(State(s): S, req: Request, next: Next) -> Response {
         let mut f = s.faults.lock().unwrap_or_else(|e| e.into_inner());
         let (faults, rng) = &mut *f;
         let draw: f64 = rng.gen();
-        (faults.latency_ms, (draw, faults.error_rate, faults.throttle_rate))
+        (
+            faults.latency_ms,
+            (draw, faults.error_rate, faults.throttle_rate),
+        )
     };
     if latency > 0 {
         tokio::time::sleep(Duration::from_millis(latency)).await;
@@ -94,7 +99,10 @@ async fn gate(State(s): S, req: Request, next: Next) -> Response {
     let (d, err, thr) = draw;
     if d < err {
         s.world().counters.injected_errors += 1;
-        return message(StatusCode::INTERNAL_SERVER_ERROR, "500 Internal Server Error");
+        return message(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "500 Internal Server Error",
+        );
     }
     if d < err + thr {
         s.world().counters.injected_throttles += 1;
@@ -121,8 +129,15 @@ async fn gate(State(s): S, req: Request, next: Next) -> Response {
             *c += 1;
             *c
         };
-        let left = s.config.rate_limit_period.saturating_sub(r.started.elapsed());
-        (c, left, Utc::now() + chrono::Duration::from_std(left).unwrap_or_default())
+        let left = s
+            .config
+            .rate_limit_period
+            .saturating_sub(r.started.elapsed());
+        (
+            c,
+            left,
+            Utc::now() + chrono::Duration::from_std(left).unwrap_or_default(),
+        )
     };
     let headers = RateHeaders {
         limit,
@@ -162,7 +177,9 @@ impl RateHeaders {
         set("ratelimit-reset", self.reset_at.timestamp().to_string());
         set(
             "ratelimit-resettime",
-            self.reset_at.format("%a, %d %b %Y %H:%M:%S GMT").to_string(),
+            self.reset_at
+                .format("%a, %d %b %Y %H:%M:%S GMT")
+                .to_string(),
         );
     }
 }
@@ -180,6 +197,10 @@ fn throttled(retry_after: u64, headers: Option<RateHeaders>) -> Response {
 
 async fn not_found() -> Response {
     message(StatusCode::NOT_FOUND, "404 Not Found")
+}
+
+fn bad_request(m: &str) -> Response {
+    (StatusCode::BAD_REQUEST, Json(json!({ "error": m }))).into_response()
 }
 
 fn world_error(e: WorldError) -> Response {
@@ -207,7 +228,10 @@ impl Query {
         )
     }
     fn get(&self, key: &str) -> Option<&str> {
-        self.0.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
+        self.0
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
     }
     fn list(&self, key: &str) -> Vec<String> {
         let bracket = format!("{key}[]");
@@ -309,10 +333,13 @@ fn paginate(items: Vec<Value>, q: &Query, uri: &Uri, headers: &HeaderMap) -> Res
 struct Params(Map<String, Value>);
 
 impl Params {
-    fn new(headers: &HeaderMap, body: &Bytes, query: &Query) -> Result<Params, Response> {
+    fn new(headers: &HeaderMap, body: &Bytes, query: &Query) -> Result<Params, &'static str> {
         let mut map = Map::new();
         for (k, v) in &query.0 {
-            map.insert(k.trim_end_matches("[]").to_string(), Value::String(v.clone()));
+            map.insert(
+                k.trim_end_matches("[]").to_string(),
+                Value::String(v.clone()),
+            );
         }
         let ctype = headers
             .get("content-type")
@@ -324,12 +351,7 @@ impl Params {
         if ctype.starts_with("application/json") {
             match serde_json::from_slice::<Value>(body) {
                 Ok(Value::Object(o)) => map.extend(o),
-                _ => {
-                    return Err(
-                        (StatusCode::BAD_REQUEST, Json(json!({"error": "body is not a JSON object"})))
-                            .into_response(),
-                    )
-                }
+                _ => return Err("body is not a JSON object"),
             }
         } else {
             for (k, v) in form_urlencoded::parse(body) {
@@ -588,10 +610,19 @@ async fn version() -> Json<Value> {
     Json(json!({"version": "17.0.0-sim", "revision": "sim", "enterprise": false}))
 }
 
-async fn list_projects(State(s): S, RawQuery(q): RawQuery, OriginalUri(uri): OriginalUri, h: HeaderMap) -> Response {
+async fn list_projects(
+    State(s): S,
+    RawQuery(q): RawQuery,
+    OriginalUri(uri): OriginalUri,
+    h: HeaderMap,
+) -> Response {
     let q = Query::new(q);
     let w = s.world();
-    let items = w.projects.values().map(|p| project_json(p, &w, &s.base_url)).collect();
+    let items = w
+        .projects
+        .values()
+        .map(|p| project_json(p, &w, &s.base_url))
+        .collect();
     paginate(items, &q, &uri, &h)
 }
 
@@ -676,7 +707,7 @@ async fn assign_runner(
     let q = Query::new(q);
     let p = match Params::new(&h, &body, &q) {
         Ok(p) => p,
-        Err(r) => return r,
+        Err(m) => return bad_request(m),
     };
     let Some(runner_id) = p.u64("runner_id") else {
         return (
@@ -787,12 +818,14 @@ async fn create_runner(State(s): S, RawQuery(q): RawQuery, h: HeaderMap, body: B
     let q = Query::new(q);
     let p = match Params::new(&h, &body, &q) {
         Ok(p) => p,
-        Err(r) => return r,
+        Err(m) => return bad_request(m),
     };
     let Some(runner_type) = p.str("runner_type").as_deref().and_then(RunnerType::parse) else {
         return (
             StatusCode::BAD_REQUEST,
-            Json(json!({"error": "runner_type is missing, runner_type does not have a valid value"})),
+            Json(
+                json!({"error": "runner_type is missing, runner_type does not have a valid value"}),
+            ),
         )
             .into_response();
     };
@@ -830,7 +863,12 @@ async fn create_runner(State(s): S, RawQuery(q): RawQuery, h: HeaderMap, body: B
     }
 }
 
-async fn list_runners(State(s): S, RawQuery(q): RawQuery, OriginalUri(uri): OriginalUri, h: HeaderMap) -> Response {
+async fn list_runners(
+    State(s): S,
+    RawQuery(q): RawQuery,
+    OriginalUri(uri): OriginalUri,
+    h: HeaderMap,
+) -> Response {
     let q = Query::new(q);
     let now = s.clock.now();
     let w = s.world();
@@ -867,7 +905,7 @@ async fn update_runner(
     let q = Query::new(q);
     let p = match Params::new(&h, &body, &q) {
         Ok(p) => p,
-        Err(r) => return r,
+        Err(m) => return bad_request(m),
     };
     let now = s.clock.now();
     let mut w = s.world();
@@ -975,7 +1013,7 @@ async fn verify_runner(State(s): S, RawQuery(q): RawQuery, h: HeaderMap, body: B
     let q = Query::new(q);
     let p = match Params::new(&h, &body, &q) {
         Ok(p) => p,
-        Err(r) => return r,
+        Err(m) => return bad_request(m),
     };
     let Some(token) = p.str("token") else {
         return (
@@ -1021,7 +1059,10 @@ async fn sim_enqueue(State(s): S, Json(body): Json<Value>) -> Response {
     let spec: NewJob = match serde_json::from_value(body) {
         Ok(j) => j,
         Err(e) => {
-            return (StatusCode::BAD_REQUEST, Json(json!({"error": e.to_string()})))
+            return (
+                StatusCode::BAD_REQUEST,
+                Json(json!({"error": e.to_string()})),
+            )
                 .into_response()
         }
     };

@@ -113,7 +113,11 @@ impl SimClock {
         SimClock {
             wall_start: Instant::now(),
             sim_start: Utc::now(),
-            speed: if speed.is_finite() && speed > 0.0 { speed } else { 1.0 },
+            speed: if speed.is_finite() && speed > 0.0 {
+                speed
+            } else {
+                1.0
+            },
         }
     }
 
@@ -282,7 +286,11 @@ impl Sim {
 
     /// Replaces the injected faults.
     pub fn set_faults(&self, faults: Faults) {
-        self.shared.faults.lock().unwrap_or_else(|e| e.into_inner()).0 = faults;
+        self.shared
+            .faults
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .0 = faults;
     }
 
     /// Schedules a trace's jobs: the first job arrives now, the rest keep their spacing in

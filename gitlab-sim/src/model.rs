@@ -502,7 +502,11 @@ impl World {
     }
 
     /// Deletes a runner. Jobs it was running fail, as they do in GitLab when the runner goes.
-    pub fn delete_runner(&mut self, id: u64, now: DateTime<Utc>) -> Result<Vec<JobEvent>, WorldError> {
+    pub fn delete_runner(
+        &mut self,
+        id: u64,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<JobEvent>, WorldError> {
         let runner = self
             .runners
             .remove(&id)
@@ -585,7 +589,10 @@ impl World {
         for job_id in pending {
             let (project, tags) = {
                 let j = &self.jobs[&job_id];
-                (self.projects.get(&j.project_id).cloned(), j.tag_list.clone())
+                (
+                    self.projects.get(&j.project_id).cloned(),
+                    j.tag_list.clone(),
+                )
             };
             let Some(project) = project else { continue };
             let taker = self.runners.values().find(|r| {

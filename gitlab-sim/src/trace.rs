@@ -86,7 +86,12 @@ pub fn parse(text: &str, origin: &str) -> Result<Vec<TraceJob>, TraceError> {
 }
 
 /// Puts trace jobs in the world's arrival queue, shifted so the first arrives at `now`.
-pub(crate) fn schedule(world: &mut World, jobs: Vec<TraceJob>, tags: &[String], now: DateTime<Utc>) {
+pub(crate) fn schedule(
+    world: &mut World,
+    jobs: Vec<TraceJob>,
+    tags: &[String],
+    now: DateTime<Utc>,
+) {
     let Some(first) = jobs.first().map(|j| j.queued_at) else {
         return;
     };
@@ -115,9 +120,12 @@ mod tests {
         .unwrap();
         assert_eq!(jobs.len(), 1);
         assert_eq!(jobs[0].duration_s, 120);
-        let e = parse("queued_at,duration_s,project,pipeline\nnope,1,a/b,7\n", "t.csv")
-            .unwrap_err()
-            .to_string();
+        let e = parse(
+            "queued_at,duration_s,project,pipeline\nnope,1,a/b,7\n",
+            "t.csv",
+        )
+        .unwrap_err()
+        .to_string();
         assert!(e.starts_with("t.csv:2: queued_at `nope`"), "{e}");
     }
 

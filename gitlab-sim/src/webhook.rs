@@ -114,5 +114,9 @@ pub(crate) async fn deliver(
 }
 
 fn uuid_like(id: u64, e: &JobEvent) -> String {
-    format!("00000000-0000-4000-8000-{:06x}{:06x}", id & 0xffffff, e.job.status as u64)
+    format!(
+        "00000000-0000-4000-8000-{:06x}{:06x}",
+        id & 0xffffff,
+        e.job.status as u64
+    )
 }

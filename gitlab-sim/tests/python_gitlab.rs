@@ -52,7 +52,8 @@ async fn python_gitlab_lists_pages_and_manages_runners() {
         })
         .unwrap();
     }
-    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/python/python_gitlab_check.py");
+    let script =
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/python/python_gitlab_check.py");
     let url = sim.url();
     let out = tokio::task::spawn_blocking(move || {
         Command::new(python)
