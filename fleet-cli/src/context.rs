@@ -6,7 +6,7 @@ use std::time::Instant;
 use anyhow::{Context as _, Result};
 use chrono::Utc;
 
-use fleet_core::ci::NoCi;
+use fleet_core::ci::{Ci, NoCi};
 use fleet_core::cloud::Cloud;
 use fleet_core::engine::Fleet;
 use fleet_core::policy::StaticPolicy;
@@ -23,7 +23,8 @@ pub struct Ctx {
     pub cloud: Box<dyn Cloud>,
     pub backend: Box<dyn StateBackend>,
     policy: StaticPolicy,
-    ci: NoCi,
+    /// GitLab when the stack names `runner.gitlab_url` and `runner.token_env`, else `NoCi`.
+    ci: Box<dyn Ci>,
 }
 
 impl Ctx {
@@ -38,13 +39,17 @@ impl Ctx {
         let calls = fleet_providers::aws::CallCounter::default();
         let cloud = fleet_providers::cloud_for(&loaded, &calls).await?;
         let backend = fleet_providers::backend_for(&loaded, &calls).await?;
+        let ci: Box<dyn Ci> = match fleet_providers::gitlab::ci_for(&loaded)? {
+            Some(gitlab) => Box::new(gitlab),
+            None => Box::new(NoCi),
+        };
         Ok(Ctx {
             loaded,
             calls,
             cloud,
             backend,
             policy: StaticPolicy,
-            ci: NoCi,
+            ci,
         })
     }
 
@@ -54,7 +59,7 @@ impl Ctx {
             cloud: self.cloud.as_ref(),
             backend: self.backend.as_ref(),
             policy: &self.policy,
-            ci: &self.ci,
+            ci: self.ci.as_ref(),
         }
     }
 

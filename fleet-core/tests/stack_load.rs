@@ -242,3 +242,106 @@ fn the_example_stacks_load() {
     }
     assert!(n >= 1, "no example stacks found in {}", dir.display());
 }
+
+// GitLab keys of `runner:`.
+
+const GITLAB: &str = "\
+name: ci
+provider:
+  kind: sandbox
+instance:
+  image: debian-12
+  types: [small]
+runner:
+  gitlab_url: https://gitlab.example.com
+  tags: [docker]
+  projects: [42, acme/api]
+  groups: [acme/platform]
+  runner_type: project_type
+  locked: true
+  maximum_timeout: 1h
+  drain_timeout: 20m
+";
+
+#[test]
+fn gitlab_runner_keys_load_with_defaults() {
+    use fleet_core::stack::{GitLabRef, RunnerType};
+    use std::time::Duration;
+    let l = load(GITLAB).unwrap();
+    let r = &l.stack.runner;
+    assert_eq!(
+        r.projects,
+        vec![GitLabRef::Id(42), GitLabRef::Path("acme/api".into())]
+    );
+    assert_eq!(r.groups, vec![GitLabRef::Path("acme/platform".into())]);
+    assert_eq!(r.runner_type, RunnerType::ProjectType);
+    assert!(r.locked);
+    assert_eq!(r.maximum_timeout, Some(Duration::from_secs(3600)));
+    assert_eq!(r.drain_timeout, Duration::from_secs(1200));
+    assert_eq!(r.online_timeout, Duration::from_secs(600));
+    let d = load(BASE).unwrap();
+    assert_eq!(d.stack.runner.runner_type, RunnerType::InstanceType);
+    assert_eq!(d.stack.runner.maximum_timeout, None);
+}
+
+#[test]
+fn gitlab_runner_keys_are_checked_with_locations() {
+    let e = err(&GITLAB.replace("maximum_timeout: 1h", "maximum_timeout: 5m"));
+    assert_eq!(
+        e,
+        "runner.maximum_timeout is 300s; GitLab needs at least 600s at stacks/x.yaml:14:3; use 10m or more, or leave it out for no limit"
+    );
+    let e = err(&GITLAB.replace("  projects: [42, acme/api]\n", ""));
+    assert!(
+        e.starts_with(
+            "runner_type `project_type` needs a project to create runners in at stacks/x.yaml:"
+        ),
+        "{e}"
+    );
+    let e = err(&GITLAB.replace("runner_type: project_type", "runner_type: shared"));
+    assert!(
+        e.contains("`shared` at stacks/x.yaml:12:3")
+            && e.contains("instance_type, group_type, project_type"),
+        "{e}"
+    );
+    let e = err(&GITLAB.replace("https://gitlab.example.com", "gitlab.example.com"));
+    assert!(
+        e.contains("is not an http:// or https:// URL at stacks/x.yaml:8:3"),
+        "{e}"
+    );
+    let e = err(&GITLAB.replace("  gitlab_url: https://gitlab.example.com\n", ""));
+    assert!(
+        e.starts_with("runner.projects is set but runner.gitlab_url is not"),
+        "{e}"
+    );
+    let e = err(&GITLAB.replace("acme/platform", "/acme"));
+    assert!(
+        e.contains("`/acme` is not a GitLab path at stacks/x.yaml:"),
+        "{e}"
+    );
+    let e = err(&GITLAB.replace("drain_timeout: 20m", "drain_timeout: 0s"));
+    assert!(e.starts_with("runner.drain_timeout is 0 at"), "{e}");
+    let e = err(&GITLAB.replace("locked: true", "lockd: true"));
+    assert!(e.contains("did you mean `locked`?"), "{e}");
+}
+
+#[test]
+fn the_webhook_secret_comes_from_the_environment_and_must_not_be_empty() {
+    let text = GITLAB.replace(
+        "  drain_timeout: 20m\n",
+        "  drain_timeout: 20m\n  webhook_secret_env: FLEET_TEST_HOOK\n",
+    );
+    let e = err(&text);
+    assert!(
+        e.starts_with(
+            "environment variable `FLEET_TEST_HOOK` (named by `runner.webhook_secret_env`"
+        ),
+        "{e}"
+    );
+    let empty = |_: &str| Some(String::new());
+    assert!(load_str(Path::new("stacks/x.yaml"), &text, &[], &empty).is_err());
+    let set = |k: &str| (k == "FLEET_TEST_HOOK").then(|| "hook-secret".to_string());
+    let l = load_str(Path::new("stacks/x.yaml"), &text, &[], &set).unwrap();
+    assert_eq!(l.secret("FLEET_TEST_HOOK").unwrap().expose(), "hook-secret");
+    assert!(!format!("{l:?}").contains("hook-secret"));
+}

@@ -3,8 +3,10 @@
 //! * [`sandbox`]: the embedded sandbox cloud, the default for demos and tests. It is a
 //!   stand-in for nothing: it exists so the engine can be run and tested with no account.
 //! * [`aws`]: EC2 instances, and state in S3 locked in DynamoDB.
+//! * [`gitlab`]: job demand from GitLab's API, runner calls, job webhook checks.
 
 pub mod aws;
+pub mod gitlab;
 pub mod sandbox;
 #[cfg(feature = "testing")]
 pub mod testing;

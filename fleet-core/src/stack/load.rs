@@ -71,17 +71,25 @@ pub fn load_str(
         secrets: BTreeMap::new(),
     };
     validate(&loaded)?;
-    if let Some(var) = loaded.stack.runner.token_env.clone() {
+    let named = [
+        ("runner.token_env", loaded.stack.runner.token_env.clone()),
+        (
+            "runner.webhook_secret_env",
+            loaded.stack.runner.webhook_secret_env.clone(),
+        ),
+    ];
+    for (key, var) in named {
+        let Some(var) = var else { continue };
         match env(&var) {
             Some(v) if !v.is_empty() => {
                 loaded.secrets.insert(var, Secret::new(v));
             }
             _ => {
                 return Err(StackError::new(
-                    loaded.origin("runner.token_env"),
+                    loaded.origin(key),
                     StackErrorKind::MissingEnv {
                         var,
-                        key: "runner.token_env".into(),
+                        key: key.into(),
                     },
                 ))
             }
@@ -292,6 +300,7 @@ fn validate(l: &LoadedStack) -> Result<(), StackError> {
             "remove it",
         );
     }
+    validate_runner(l)?;
     if let Some(t) = &s.templates.user_data {
         if !l.resolve(t).is_file() {
             return invalid(
@@ -306,6 +315,87 @@ fn validate(l: &LoadedStack) -> Result<(), StackError> {
         }
     }
     validate_resources(l)
+}
+
+/// GitLab's own lower bound for a runner's maximum job timeout.
+const MIN_MAXIMUM_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(600);
+
+fn validate_runner(l: &LoadedStack) -> Result<(), StackError> {
+    use super::{GitLabRef, RunnerType};
+    let r = &l.stack.runner;
+    if let Some(url) = &r.gitlab_url {
+        if !(url.starts_with("http://") || url.starts_with("https://")) {
+            return Err(l.error_at(
+                "runner.gitlab_url",
+                format!("runner.gitlab_url `{url}` is not an http:// or https:// URL"),
+                "write GitLab's base URL, like https://gitlab.example.com",
+            ));
+        }
+    }
+    for (list, refs) in [("projects", &r.projects), ("groups", &r.groups)] {
+        for (i, g) in refs.iter().enumerate() {
+            if let GitLabRef::Path(p) = g {
+                if p.trim().is_empty() || p.starts_with('/') || p.ends_with('/') {
+                    return Err(l.error_at(
+                        &format!("runner.{list}[{i}]"),
+                        format!("`{p}` is not a GitLab path"),
+                        "write a numeric id or a full path like `group/sub/name`",
+                    ));
+                }
+            }
+        }
+        if !refs.is_empty() && r.gitlab_url.is_none() {
+            return Err(l.error_at(
+                &format!("runner.{list}"),
+                format!("runner.{list} is set but runner.gitlab_url is not"),
+                "set runner.gitlab_url to the GitLab these belong to",
+            ));
+        }
+    }
+    match r.runner_type {
+        RunnerType::GroupType if r.groups.is_empty() => {
+            return Err(l.error_at(
+                "runner.runner_type",
+                "runner_type `group_type` needs a group to create runners in",
+                "list it first in runner.groups",
+            ))
+        }
+        RunnerType::ProjectType if r.projects.is_empty() => {
+            return Err(l.error_at(
+                "runner.runner_type",
+                "runner_type `project_type` needs a project to create runners in",
+                "list it first in runner.projects; the runners are assigned to the others too",
+            ))
+        }
+        _ => {}
+    }
+    if let Some(t) = r.maximum_timeout {
+        if t < MIN_MAXIMUM_TIMEOUT {
+            return Err(l.error_at(
+                "runner.maximum_timeout",
+                format!(
+                    "runner.maximum_timeout is {}s; GitLab needs at least 600s",
+                    t.as_secs()
+                ),
+                "use 10m or more, or leave it out for no limit",
+            ));
+        }
+    }
+    if r.drain_timeout.is_zero() {
+        return Err(l.error_at(
+            "runner.drain_timeout",
+            "runner.drain_timeout is 0",
+            "give running jobs time to finish before their VM is deleted, like 30m",
+        ));
+    }
+    if r.online_timeout.is_zero() {
+        return Err(l.error_at(
+            "runner.online_timeout",
+            "runner.online_timeout is 0",
+            "give a new VM time to boot and register its runner, like 10m",
+        ));
+    }
+    Ok(())
 }
 
 fn validate_resources(l: &LoadedStack) -> Result<(), StackError> {

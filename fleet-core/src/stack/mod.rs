@@ -96,6 +96,30 @@ pub struct RunnerConfig {
     /// Environment variable holding the GitLab token used to create runners.
     #[serde(default)]
     pub token_env: Option<String>,
+    /// Projects (ids or full paths) whose pending and running jobs are this fleet's demand.
+    #[serde(default)]
+    pub projects: Vec<GitLabRef>,
+    /// Groups (ids or full paths) whose projects, subgroups included, count as demand.
+    #[serde(default)]
+    pub groups: Vec<GitLabRef>,
+    /// Scope of the runners the fleet creates.
+    #[serde(default)]
+    pub runner_type: RunnerType,
+    /// Whether project runners are locked to their projects.
+    #[serde(default)]
+    pub locked: bool,
+    /// Longest a job may run on the fleet's runners (GitLab's `maximum_timeout`).
+    #[serde(default, with = "opt_duration_serde")]
+    pub maximum_timeout: Option<Duration>,
+    /// Environment variable holding the secret job webhooks must carry (`X-Gitlab-Token`).
+    #[serde(default)]
+    pub webhook_secret_env: Option<String>,
+    /// How long scale-in waits for a paused runner's running jobs before deleting its VM.
+    #[serde(default = "default_drain_timeout", with = "duration_serde")]
+    pub drain_timeout: Duration,
+    /// How long a new VM's runner may take to come online before the VM is replaced.
+    #[serde(default = "default_online_timeout", with = "duration_serde")]
+    pub online_timeout: Duration,
 }
 
 impl Default for RunnerConfig {
@@ -105,6 +129,57 @@ impl Default for RunnerConfig {
             tags: Vec::new(),
             run_untagged: true,
             token_env: None,
+            projects: Vec::new(),
+            groups: Vec::new(),
+            runner_type: RunnerType::default(),
+            locked: false,
+            maximum_timeout: None,
+            webhook_secret_env: None,
+            drain_timeout: default_drain_timeout(),
+            online_timeout: default_online_timeout(),
+        }
+    }
+}
+
+/// A GitLab project or group, by numeric id or full path (`group/sub/name`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum GitLabRef {
+    /// A numeric id.
+    Id(u64),
+    /// A full path.
+    Path(String),
+}
+
+impl std::fmt::Display for GitLabRef {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            GitLabRef::Id(id) => write!(f, "{id}"),
+            GitLabRef::Path(p) => f.write_str(p),
+        }
+    }
+}
+
+/// `runner.runner_type`: which scope the fleet's runners are created in.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RunnerType {
+    /// Available to every project of the instance (needs an administrator's token).
+    #[default]
+    InstanceType,
+    /// Created in the first of `runner.groups`, available to its projects.
+    GroupType,
+    /// Created in the first of `runner.projects` and assigned to the others.
+    ProjectType,
+}
+
+impl RunnerType {
+    /// The name GitLab's API uses.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RunnerType::InstanceType => "instance_type",
+            RunnerType::GroupType => "group_type",
+            RunnerType::ProjectType => "project_type",
         }
     }
 }
@@ -217,6 +292,12 @@ fn default_concurrency() -> usize {
 }
 fn default_batch_size() -> usize {
     100
+}
+fn default_drain_timeout() -> Duration {
+    Duration::from_secs(30 * 60)
+}
+fn default_online_timeout() -> Duration {
+    Duration::from_secs(10 * 60)
 }
 
 /// A stack together with where it came from, so later errors can still point into the file.
@@ -332,6 +413,28 @@ pub mod duration_serde {
             s.serialize_str(&format!("{}ms", d.as_millis()))
         } else {
             s.serialize_str(&format!("{}s", d.as_secs()))
+        }
+    }
+}
+
+/// Serde adapter for optional durations (`null` or absent is `None`).
+pub mod opt_duration_serde {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    /// Reads an optional duration.
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+        #[derive(Deserialize)]
+        struct Wrap(#[serde(with = "super::duration_serde")] Duration);
+        Ok(Option::<Wrap>::deserialize(d)?.map(|w| w.0))
+    }
+
+    /// Writes an optional duration.
+    pub fn serialize<S: Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
+        match d {
+            Some(d) => super::duration_serde::serialize(d, s),
+            None => s.serialize_none(),
         }
     }
 }

@@ -1,0 +1,147 @@
+//! Replaying a CI trace (the CSV format of `shared/traces/README.md`:
+//! `queued_at,duration_s,project,pipeline`) as jobs arriving in simulated time.
+
+use std::path::Path;
+
+use chrono::{DateTime, Utc};
+
+use crate::model::{FutureJob, World};
+
+/// One row of a trace.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TraceJob {
+    /// When the job entered the queue.
+    pub queued_at: DateTime<Utc>,
+    /// Seconds it runs once a runner has it.
+    pub duration_s: u64,
+    /// `owner/name`.
+    pub project: String,
+    /// Jobs of one pipeline arrive together.
+    pub pipeline: u64,
+}
+
+/// Errors reading a trace.
+#[derive(Debug, thiserror::Error)]
+pub enum TraceError {
+    /// The file could not be read.
+    #[error("cannot read trace {path}")]
+    Read {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    /// A row is not `queued_at,duration_s,project,pipeline`.
+    #[error("{path}:{line}: {message}; rows are `queued_at,duration_s,project,pipeline` with an RFC 3339 time")]
+    Row {
+        path: String,
+        line: usize,
+        message: String,
+    },
+}
+
+/// Reads a trace file.
+pub fn load(path: &Path) -> Result<Vec<TraceJob>, TraceError> {
+    let text = std::fs::read_to_string(path).map_err(|source| TraceError::Read {
+        path: path.display().to_string(),
+        source,
+    })?;
+    parse(&text, &path.display().to_string())
+}
+
+/// Parses trace text (`origin` names it in errors). The header row is skipped.
+pub fn parse(text: &str, origin: &str) -> Result<Vec<TraceJob>, TraceError> {
+    let mut out = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        let line = line.trim();
+        if line.is_empty() || (i == 0 && line.starts_with("queued_at")) {
+            continue;
+        }
+        let err = |message: String| TraceError::Row {
+            path: origin.to_string(),
+            line: i + 1,
+            message,
+        };
+        let cols: Vec<&str> = line.split(',').collect();
+        let [queued_at, duration, project, pipeline] = cols.as_slice() else {
+            return Err(err(format!("expected 4 columns, found {}", cols.len())));
+        };
+        let queued_at = DateTime::parse_from_rfc3339(queued_at)
+            .map_err(|e| err(format!("queued_at `{queued_at}`: {e}")))?
+            .with_timezone(&Utc);
+        let duration_s = duration
+            .parse()
+            .map_err(|_| err(format!("duration_s `{duration}` is not a whole number")))?;
+        let pipeline = pipeline
+            .parse()
+            .map_err(|_| err(format!("pipeline `{pipeline}` is not a whole number")))?;
+        out.push(TraceJob {
+            queued_at,
+            duration_s,
+            project: project.to_string(),
+            pipeline,
+        });
+    }
+    out.sort_by_key(|j| j.queued_at);
+    Ok(out)
+}
+
+/// Puts trace jobs in the world's arrival queue, shifted so the first arrives at `now`.
+pub(crate) fn schedule(
+    world: &mut World,
+    jobs: Vec<TraceJob>,
+    tags: &[String],
+    now: DateTime<Utc>,
+) {
+    let Some(first) = jobs.first().map(|j| j.queued_at) else {
+        return;
+    };
+    let mut future: Vec<FutureJob> = world.future.drain(..).collect();
+    future.extend(jobs.into_iter().map(|j| FutureJob {
+        arrives_at: now + (j.queued_at - first),
+        project: j.project,
+        pipeline: j.pipeline,
+        run_seconds: j.duration_s as f64,
+        tag_list: tags.to_vec(),
+    }));
+    future.sort_by_key(|f| f.arrives_at);
+    world.future = future.into();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rows_parse_and_bad_rows_are_located() {
+        let jobs = parse(
+            "queued_at,duration_s,project,pipeline\n2019-10-01T05:25:00Z,120,a/b,7\n",
+            "t.csv",
+        )
+        .unwrap();
+        assert_eq!(jobs.len(), 1);
+        assert_eq!(jobs[0].duration_s, 120);
+        let e = parse(
+            "queued_at,duration_s,project,pipeline\nnope,1,a/b,7\n",
+            "t.csv",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.starts_with("t.csv:2: queued_at `nope`"), "{e}");
+    }
+
+    #[test]
+    fn replayed_jobs_arrive_in_simulated_time() {
+        let jobs = parse(
+            "2019-10-01T05:25:00Z,60,a/b,1\n2019-10-01T05:26:00Z,60,a/b,2\n",
+            "t.csv",
+        )
+        .unwrap();
+        let mut w = World::new();
+        let t0 = Utc::now();
+        schedule(&mut w, jobs, &[], t0);
+        assert_eq!(w.advance(t0).len(), 1);
+        assert_eq!(w.advance(t0 + chrono::Duration::seconds(59)).len(), 0);
+        assert_eq!(w.advance(t0 + chrono::Duration::seconds(60)).len(), 1);
+        assert_eq!(w.jobs.len(), 2);
+    }
+}
