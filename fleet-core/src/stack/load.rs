@@ -292,19 +292,7 @@ fn validate(l: &LoadedStack) -> Result<(), StackError> {
             "remove it",
         );
     }
-    if let Some(t) = &s.templates.user_data {
-        if !l.resolve(t).is_file() {
-            return invalid(
-                "templates.user_data",
-                format!(
-                    "template `{}` does not exist (looked in {})",
-                    t.display(),
-                    l.resolve(t).display()
-                ),
-                "paths are relative to the stack file",
-            );
-        }
-    }
+    super::bootstrap::validate(l)?;
     validate_resources(l)
 }
 

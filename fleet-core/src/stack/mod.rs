@@ -6,6 +6,7 @@
 //! by their implementation through [`LoadedStack::section`], so adding a provider never
 //! touches this model.
 
+mod bootstrap;
 mod error;
 mod load;
 mod overrides;
@@ -19,6 +20,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::secret::Secret;
 
+pub use bootstrap::{CacheConfig, CacheKind, Executor};
 pub use error::{StackError, StackErrorKind};
 pub use load::{load, load_str, EnvLookup};
 pub use overrides::Override;
@@ -96,6 +98,31 @@ pub struct RunnerConfig {
     /// Environment variable holding the GitLab token used to create runners.
     #[serde(default)]
     pub token_env: Option<String>,
+    /// How the runner runs jobs (only `docker`).
+    #[serde(default)]
+    pub executor: Executor,
+    /// Image of jobs that name none.
+    #[serde(default = "bootstrap::default_docker_image")]
+    pub docker_image: String,
+    /// Run jobs privileged with a TLS certs volume, so Docker-in-Docker works.
+    #[serde(default)]
+    pub dind: bool,
+    /// `host:port` of the runner's Prometheus metrics (`listen_address`).
+    #[serde(default = "bootstrap::default_metrics_listen")]
+    pub metrics_listen: String,
+    /// How long stopping the runner waits for running jobs (graceful drain).
+    #[serde(
+        default = "bootstrap::default_drain_timeout",
+        with = "duration_serde"
+    )]
+    pub drain_timeout: Duration,
+    /// Shared job cache in S3 (or an S3-compatible store).
+    #[serde(default)]
+    pub cache: Option<CacheConfig>,
+    /// AWS: SSM parameter each VM reads its runner token from with its instance role,
+    /// so the token is not in the user data.
+    #[serde(default)]
+    pub token_ssm_parameter: Option<String>,
 }
 
 impl Default for RunnerConfig {
@@ -105,6 +132,13 @@ impl Default for RunnerConfig {
             tags: Vec::new(),
             run_untagged: true,
             token_env: None,
+            executor: Executor::default(),
+            docker_image: bootstrap::default_docker_image(),
+            dind: false,
+            metrics_listen: bootstrap::default_metrics_listen(),
+            drain_timeout: bootstrap::default_drain_timeout(),
+            cache: None,
+            token_ssm_parameter: None,
         }
     }
 }
@@ -161,6 +195,15 @@ pub struct TemplatesConfig {
     /// The cloud-init user data template.
     #[serde(default)]
     pub user_data: Option<PathBuf>,
+    /// The Ansible playbook the user data carries and runs (passed as text, not rendered).
+    #[serde(default)]
+    pub playbook: Option<PathBuf>,
+    /// The gitlab-runner `config.toml` template the playbook fills in (passed as text).
+    #[serde(default)]
+    pub runner_config: Option<PathBuf>,
+    /// The Ansible inventory template `fleet-cli inventory` renders from state.
+    #[serde(default)]
+    pub inventory: Option<PathBuf>,
 }
 
 /// One supporting resource in `resources:`.
