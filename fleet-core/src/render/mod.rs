@@ -91,12 +91,13 @@ impl Renderer {
     }
 
     /// Uses `token` as the runner token instead of the stack's (for a token registered per
-    /// instance). Ignored when the stack reads tokens from SSM.
+    /// instance). When the stack reads tokens from SSM, the user data still carries none,
+    /// and `token` only stands for the SSM value in [`Renderer::runner_config`].
     pub fn with_token(mut self, token: Secret) -> Self {
         if self.vars.runner_token_source != "ssm" {
             self.vars.runner_token_source = "inline";
-            self.token = Some(token);
         }
+        self.token = Some(token);
         self
     }
 
@@ -165,8 +166,14 @@ impl Renderer {
         let t = self.runner_config.as_ref().ok_or(RenderError::NotConfigured {
             key: "templates.runner_config",
         })?;
+        let mut vars = self.user_data_vars(instance, secrets);
+        // On the VM the token comes from the file the user data wrote or SSM filled.
+        vars.runner_token = self.token.as_ref().map(|t| match secrets {
+            Secrets::Shown => t.expose().to_string(),
+            Secrets::Masked => MASK.to_string(),
+        });
         // Ansible's template module trims block lines but does not strip their indent.
-        render(t, &self.user_data_vars(instance, secrets), false)
+        render(t, &vars, false)
     }
 
     /// The Ansible inventory of the live fleet recorded in `state`.
