@@ -40,11 +40,10 @@ fn json(o: &Output) -> Value {
 fn a_hundred_instances_in_at_most_three_launch_calls_and_destroy_leaves_none() {
     require_moto();
     let dir = tempfile::tempdir().unwrap();
-    std::fs::copy(
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("../stacks/aws.yaml"),
-        dir.path().join("aws.yaml"),
-    )
-    .unwrap();
+    copy_stack(
+        &Path::new(env!("CARGO_MANIFEST_DIR")).join("../stacks/aws.yaml"),
+        &dir.path().join("aws.yaml"),
+    );
     let name = format!("aws-cli-{}", std::process::id());
     let set_name = format!("name={name}");
 
@@ -141,11 +140,10 @@ fn a_hundred_instances_in_at_most_three_launch_calls_and_destroy_leaves_none() {
 fn cloud_errors_are_reported_with_the_aws_code_and_what_to_do() {
     require_moto();
     let dir = tempfile::tempdir().unwrap();
-    std::fs::copy(
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("../stacks/aws.yaml"),
-        dir.path().join("aws.yaml"),
-    )
-    .unwrap();
+    copy_stack(
+        &Path::new(env!("CARGO_MANIFEST_DIR")).join("../stacks/aws.yaml"),
+        &dir.path().join("aws.yaml"),
+    );
     let o = run(
         dir.path(),
         &[
@@ -172,4 +170,12 @@ fn cloud_errors_are_reported_with_the_aws_code_and_what_to_do() {
         &["state", "list", "--json", "--set", "name=aws-badsubnet"],
     ));
     assert!(list["instances"].as_array().unwrap().is_empty(), "{list}");
+}
+
+/// Copies an example stack into a test directory, pointing its templates at instance/.
+fn copy_stack(src: &Path, dst: &Path) {
+    let instance = Path::new(env!("CARGO_MANIFEST_DIR")).join("../instance/");
+    let text = std::fs::read_to_string(src).unwrap();
+    let text = text.replace("../instance/", &format!("{}/", instance.display()));
+    std::fs::write(dst, text).unwrap();
 }
