@@ -167,9 +167,7 @@ fn main() -> ExitCode {
             Command::State(StateCommand::Import { name, cloud_id }) => {
                 commands::state_import(g, name, cloud_id).await
             }
-            Command::Render(a) => {
-                render::render(g, a.instance.as_deref(), a.show_secrets).await
-            }
+            Command::Render(a) => render::render(g, a.instance.as_deref(), a.show_secrets).await,
             Command::Inventory => render::inventory(g).await,
         }
     });

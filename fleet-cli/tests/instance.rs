@@ -100,8 +100,19 @@ fn user_data_of_every_example_stack_passes_cloud_init_schema() {
     let dir = tempfile::tempdir().unwrap();
     let cases: [(&str, &[&str]); 4] = [
         ("sandbox.yaml", &[]),
-        ("sandbox.yaml", &["--set", "runner.token_env=FLEET_TEST_TOKEN"]),
-        ("sandbox.yaml", &["--set", "runner.dind=true", "--set", "runner.cache={bucket: c}"]),
+        (
+            "sandbox.yaml",
+            &["--set", "runner.token_env=FLEET_TEST_TOKEN"],
+        ),
+        (
+            "sandbox.yaml",
+            &[
+                "--set",
+                "runner.dind=true",
+                "--set",
+                "runner.cache={bucket: c}",
+            ],
+        ),
         ("aws.yaml", &[]),
     ];
     for (i, (file, sets)) in cases.iter().enumerate() {
@@ -109,7 +120,11 @@ fn user_data_of_every_example_stack_passes_cloud_init_schema() {
         let mut args = vec!["render", "--show-secrets"];
         args.extend_from_slice(sets);
         let o = run(fleet(&stack, &args).env("FLEET_TEST_TOKEN", "glrt-test-token"));
-        assert!(o.status.success(), "render of {file} {sets:?}: {}", text(&o));
+        assert!(
+            o.status.success(),
+            "render of {file} {sets:?}: {}",
+            text(&o)
+        );
         let user_data = dir.path().join(format!("user-data-{i}.yml"));
         std::fs::write(&user_data, &o.stdout).unwrap();
         let o = run(Command::new(&cloud_init)
@@ -127,7 +142,11 @@ fn user_data_of_every_example_stack_passes_cloud_init_schema() {
     let o = run(Command::new(&cloud_init)
         .args(["schema", "--config-file"])
         .arg(&bad));
-    assert!(!o.status.success(), "cloud-init schema accepted a broken file: {}", text(&o));
+    assert!(
+        !o.status.success(),
+        "cloud-init schema accepted a broken file: {}",
+        text(&o)
+    );
 }
 
 #[test]
@@ -136,7 +155,11 @@ fn the_playbook_passes_ansible_playbook_syntax_check() {
     let o = run(ansible("ansible-playbook", home.path())
         .args(["--syntax-check", "--inventory", "localhost,"])
         .arg(root().join("instance/playbook.yml")));
-    assert!(o.status.success(), "ansible-playbook --syntax-check: {}", text(&o));
+    assert!(
+        o.status.success(),
+        "ansible-playbook --syntax-check: {}",
+        text(&o)
+    );
     // The check can fail: a task with an unknown module is refused.
     let bad = home.path().join("bad.yml");
     std::fs::write(
@@ -147,7 +170,11 @@ fn the_playbook_passes_ansible_playbook_syntax_check() {
     let o = run(ansible("ansible-playbook", home.path())
         .args(["--syntax-check", "--inventory", "localhost,"])
         .arg(&bad));
-    assert!(!o.status.success(), "syntax check passed a broken playbook: {}", text(&o));
+    assert!(
+        !o.status.success(),
+        "syntax check passed a broken playbook: {}",
+        text(&o)
+    );
 }
 
 #[test]
@@ -156,7 +183,11 @@ fn the_playbook_passes_ansible_lint_offline() {
     // Lint a copy, so ansible-lint's caches stay out of the repository.
     let work = home.path().join("project");
     std::fs::create_dir_all(&work).unwrap();
-    std::fs::copy(root().join("instance/playbook.yml"), work.join("playbook.yml")).unwrap();
+    std::fs::copy(
+        root().join("instance/playbook.yml"),
+        work.join("playbook.yml"),
+    )
+    .unwrap();
     let lint = |dir: &Path| {
         run(ansible("ansible-lint", home.path())
             .current_dir(dir)
@@ -167,7 +198,11 @@ fn the_playbook_passes_ansible_lint_offline() {
     };
     let o = lint(&work);
     assert!(o.status.success(), "ansible-lint: {}", text(&o));
-    assert!(text(&o).contains("0 failure(s), 0 warning(s)"), "{}", text(&o));
+    assert!(
+        text(&o).contains("0 failure(s), 0 warning(s)"),
+        "{}",
+        text(&o)
+    );
     // The check can fail: a task without a name and with a short module name is refused.
     std::fs::write(
         work.join("playbook.yml"),
@@ -175,11 +210,21 @@ fn the_playbook_passes_ansible_lint_offline() {
     )
     .unwrap();
     let o = lint(&work);
-    assert!(!o.status.success(), "ansible-lint passed a bad playbook: {}", text(&o));
+    assert!(
+        !o.status.success(),
+        "ansible-lint passed a bad playbook: {}",
+        text(&o)
+    );
     assert!(text(&o).contains("fqcn"), "{}", text(&o));
 }
 
-fn record(name: &str, id: Option<&str>, addr: Option<&str>, running: u32, runner: Option<u64>) -> InstanceRecord {
+fn record(
+    name: &str,
+    id: Option<&str>,
+    addr: Option<&str>,
+    running: u32,
+    runner: Option<u64>,
+) -> InstanceRecord {
     InstanceRecord {
         name: name.into(),
         cloud_id: id.map(str::to_string),
@@ -207,8 +252,20 @@ fn ansible_inventory_reads_back_the_fleet_recorded_in_state() {
     state.serial = 3;
     state.next_index = 7;
     for r in [
-        record("sandbox-0001", Some("sb-0001"), Some("10.0.0.1"), 2, Some(101)),
-        record("sandbox-0002", Some("sb-0002"), Some("10.0.0.2"), 0, Some(102)),
+        record(
+            "sandbox-0001",
+            Some("sb-0001"),
+            Some("10.0.0.1"),
+            2,
+            Some(101),
+        ),
+        record(
+            "sandbox-0002",
+            Some("sb-0002"),
+            Some("10.0.0.2"),
+            0,
+            Some(102),
+        ),
         record("sandbox-0003", Some("sb-0003"), None, 0, None),
         record("sandbox-0004", None, None, 0, None),
         {
@@ -269,13 +326,36 @@ fn ansible_inventory_reads_back_the_fleet_recorded_in_state() {
     let hostvars = listed["_meta"]["hostvars"].as_object().unwrap();
     let listed_hosts: BTreeSet<&str> = hostvars.keys().map(String::as_str).collect();
     let live_names: BTreeSet<&str> = live.iter().map(|r| r.name.as_str()).collect();
-    assert_eq!(listed_hosts, live_names, "hosts without cloud id or gone are left out");
+    assert_eq!(
+        listed_hosts, live_names,
+        "hosts without cloud id or gone are left out"
+    );
     for r in &live {
         let v = &hostvars[&r.name];
-        assert_eq!(v["fleet_cloud_id"].as_str(), r.cloud_id.as_deref(), "{}", r.name);
-        assert_eq!(v["ansible_host"].as_str(), r.address.as_deref(), "{}", r.name);
-        assert_eq!(v["fleet_runner_id"].as_u64(), r.jobs.runner_id, "{}", r.name);
-        assert_eq!(v["fleet_lifecycle"].as_str(), Some(r.lifecycle.as_str()), "{}", r.name);
+        assert_eq!(
+            v["fleet_cloud_id"].as_str(),
+            r.cloud_id.as_deref(),
+            "{}",
+            r.name
+        );
+        assert_eq!(
+            v["ansible_host"].as_str(),
+            r.address.as_deref(),
+            "{}",
+            r.name
+        );
+        assert_eq!(
+            v["fleet_runner_id"].as_u64(),
+            r.jobs.runner_id,
+            "{}",
+            r.name
+        );
+        assert_eq!(
+            v["fleet_lifecycle"].as_str(),
+            Some(r.lifecycle.as_str()),
+            "{}",
+            r.name
+        );
     }
 }
 
@@ -289,7 +369,10 @@ fn render_masks_the_token_unless_asked_and_names_the_next_instance() {
     let masked = String::from_utf8(o.stdout).unwrap();
     assert!(!masked.contains("glrt-visible"));
     assert!(masked.contains(fleet_core::secret::MASK));
-    assert!(masked.contains("hostname: sandbox-0001\n"), "no state: the first name");
+    assert!(
+        masked.contains("hostname: sandbox-0001\n"),
+        "no state: the first name"
+    );
 
     let mut shown_args = args.to_vec();
     shown_args.extend(["--show-secrets", "--instance", "sandbox-0042"]);
@@ -305,10 +388,18 @@ fn a_broken_template_fails_render_with_its_file_and_line() {
     let dir = tempfile::tempdir().unwrap();
     let stack = stack_copy(dir.path(), "sandbox.yaml");
     let broken = dir.path().join("broken.yml.j2");
-    std::fs::write(&broken, "#cloud-config\n\nhostname: {{ hostname | no_such_filter }}\n").unwrap();
+    std::fs::write(
+        &broken,
+        "#cloud-config\n\nhostname: {{ hostname | no_such_filter }}\n",
+    )
+    .unwrap();
     let o = run(&mut fleet(
         &stack,
-        &["render", "--set", &format!("templates.user_data={}", broken.display())],
+        &[
+            "render",
+            "--set",
+            &format!("templates.user_data={}", broken.display()),
+        ],
     ));
     assert!(!o.status.success());
     let err = String::from_utf8_lossy(&o.stderr);

@@ -74,7 +74,10 @@ fn sandbox_user_data_without_a_token_registers_no_runner() {
 fn aws_user_data_reads_the_token_from_ssm() {
     let l = example("aws.yaml", &[], true);
     let text = user_data(&l, "aws-runners-0001", Secrets::Shown);
-    assert!(!text.contains(TEST_TOKEN), "an SSM stack must not carry the token");
+    assert!(
+        !text.contains(TEST_TOKEN),
+        "an SSM stack must not carry the token"
+    );
     assert!(text.contains("ssm get-parameter"));
     insta::assert_snapshot!(text);
 }
@@ -163,8 +166,9 @@ fn template_hash_covers_templates_and_stack_inputs_but_not_secrets() {
         Renderer::from_stack(&l).unwrap().template_hash().unwrap()
     };
     assert_eq!(base, other_token);
-    // Instance counts do not shape a VM.
+    // Instance counts do not shape a VM, and labels apply to new instances only.
     assert_eq!(base, hash(&["policy.min_instances=5"], true));
+    assert_eq!(base, hash(&["instance.labels={team: ci}"], true));
 }
 
 #[test]
@@ -186,13 +190,21 @@ fn a_stack_without_templates_has_no_template_hash() {
     let l = example("sandbox.yaml", &["templates={}"], false);
     let r = Renderer::from_stack(&l).unwrap();
     assert_eq!(r.template_hash(), None);
-    assert!(r.user_data("sandbox-0001", Secrets::Shown).unwrap().is_none());
+    assert!(r
+        .user_data("sandbox-0001", Secrets::Shown)
+        .unwrap()
+        .is_none());
 }
 
 /// Copies the sandbox stack and the instance templates into `dir`.
 fn copy_example_with_templates(dir: &Path) -> PathBuf {
     let instance = Path::new(env!("CARGO_MANIFEST_DIR")).join("../instance");
-    for f in ["cloudinit.yml.j2", "playbook.yml", "config.toml.j2", "inventory.ini.j2"] {
+    for f in [
+        "cloudinit.yml.j2",
+        "playbook.yml",
+        "config.toml.j2",
+        "inventory.ini.j2",
+    ] {
         std::fs::copy(instance.join(f), dir.join(f)).unwrap();
     }
     let stack = std::fs::read_to_string(stacks_dir().join("sandbox.yaml"))
@@ -242,7 +254,13 @@ fn a_syntax_error_names_the_template_file_and_line() {
     assert!(err.to_string().contains(&at), "{err} should name {at}");
 }
 
-fn record(name: &str, id: &str, address: Option<&str>, running: u32, runner: Option<u64>) -> InstanceRecord {
+fn record(
+    name: &str,
+    id: &str,
+    address: Option<&str>,
+    running: u32,
+    runner: Option<u64>,
+) -> InstanceRecord {
     InstanceRecord {
         name: name.into(),
         cloud_id: Some(id.into()),
@@ -268,8 +286,20 @@ pub fn inventory_state() -> State {
     let mut add = |r: InstanceRecord| {
         s.instances.insert(r.name.clone(), r);
     };
-    add(record("sandbox-0001", "sb-1", Some("10.0.0.1"), 2, Some(101)));
-    add(record("sandbox-0002", "sb-2", Some("10.0.0.2"), 0, Some(102)));
+    add(record(
+        "sandbox-0001",
+        "sb-1",
+        Some("10.0.0.1"),
+        2,
+        Some(101),
+    ));
+    add(record(
+        "sandbox-0002",
+        "sb-2",
+        Some("10.0.0.2"),
+        0,
+        Some(102),
+    ));
     add(record("sandbox-0003", "sb-3", None, 0, None));
     let mut pending = record("sandbox-0004", "x", None, 0, None);
     pending.cloud_id = None;
@@ -287,7 +317,10 @@ fn inventory_of_the_sandbox_fleet() {
         .unwrap()
         .inventory(&inventory_state())
         .unwrap();
-    assert!(!text.contains("sandbox-0004"), "no cloud id yet: not reachable");
+    assert!(
+        !text.contains("sandbox-0004"),
+        "no cloud id yet: not reachable"
+    );
     assert!(!text.contains("sandbox-0005"), "terminated: not live");
     insta::assert_snapshot!(text);
 }
@@ -339,7 +372,10 @@ fn plan_time_checks_refuse_hostnames_over_63_characters() {
     let long = format!("sandbox-{}", "1".repeat(56));
     assert_eq!(long.len(), 64);
     let err = render::check_plan(&l, &plan_creating(&[&long]), None, "sandbox").unwrap_err();
-    assert!(matches!(err, RenderError::HostnameTooLong { len: 64, .. }), "{err}");
+    assert!(
+        matches!(err, RenderError::HostnameTooLong { len: 64, .. }),
+        "{err}"
+    );
 }
 
 #[test]

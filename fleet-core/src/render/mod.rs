@@ -152,7 +152,11 @@ impl Renderer {
     }
 
     /// The user data `instance` boots with, or `None` when the stack names no template.
-    pub fn user_data(&self, instance: &str, secrets: Secrets) -> Result<Option<String>, RenderError> {
+    pub fn user_data(
+        &self,
+        instance: &str,
+        secrets: Secrets,
+    ) -> Result<Option<String>, RenderError> {
         let Some(t) = &self.user_data else {
             return Ok(None);
         };
@@ -163,9 +167,12 @@ impl Renderer {
     /// The `config.toml` the playbook writes on `instance`, rendered here the way Ansible
     /// renders it on the VM (for `render` and tests; the VM renders its own copy).
     pub fn runner_config(&self, instance: &str, secrets: Secrets) -> Result<String, RenderError> {
-        let t = self.runner_config.as_ref().ok_or(RenderError::NotConfigured {
-            key: "templates.runner_config",
-        })?;
+        let t = self
+            .runner_config
+            .as_ref()
+            .ok_or(RenderError::NotConfigured {
+                key: "templates.runner_config",
+            })?;
         let mut vars = self.user_data_vars(instance, secrets);
         // On the VM the token comes from the file the user data wrote or SSM filled.
         vars.runner_token = self.token.as_ref().map(|t| match secrets {

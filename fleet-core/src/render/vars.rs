@@ -1,8 +1,6 @@
 //! The template variables: one documented set, built from the stack and an instance (user
 //! data) or from state (inventory). README.md has the table; keep the two in step.
 
-use std::collections::BTreeMap;
-
 use serde::Serialize;
 
 use crate::stack::{CacheConfig, Stack};
@@ -20,8 +18,6 @@ pub struct StackVars {
     pub provider: String,
     /// `instance.image`.
     pub image: String,
-    /// `instance.labels`.
-    pub labels: BTreeMap<String, String>,
     /// `runner.gitlab_url`.
     pub gitlab_url: Option<String>,
     /// `runner.tags`.
@@ -72,7 +68,6 @@ impl StackVars {
             stack_group: ansible_group(&stack.name),
             provider: stack.provider.kind.clone(),
             image: stack.instance.image.clone(),
-            labels: stack.instance.labels.clone(),
             gitlab_url: r.gitlab_url.clone(),
             runner_tags: r.tags.clone(),
             runner_run_untagged: r.run_untagged,

@@ -112,11 +112,12 @@ pub(super) fn validate(l: &LoadedStack) -> Result<(), StackError> {
                 "use runner.token_env instead",
             ));
         }
-        if p.trim().is_empty() || p.chars().any(char::is_whitespace) {
+        let valid = |c: char| c.is_ascii_alphanumeric() || "_.-/".contains(c);
+        if p.is_empty() || !p.chars().all(valid) {
             return Err(l.error_at(
                 "runner.token_ssm_parameter",
                 format!("`{p}` is not an SSM parameter name"),
-                "write the parameter's name, e.g. `/fleet/runner-token`",
+                "SSM names use letters, digits and `_ . - /`, e.g. `/fleet/runner-token`",
             ));
         }
     }

@@ -111,10 +111,7 @@ pub struct RunnerConfig {
     #[serde(default = "bootstrap::default_metrics_listen")]
     pub metrics_listen: String,
     /// How long stopping the runner waits for running jobs (graceful drain).
-    #[serde(
-        default = "bootstrap::default_drain_timeout",
-        with = "duration_serde"
-    )]
+    #[serde(default = "bootstrap::default_drain_timeout", with = "duration_serde")]
     pub drain_timeout: Duration,
     /// Shared job cache in S3 (or an S3-compatible store).
     #[serde(default)]
