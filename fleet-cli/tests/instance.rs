@@ -406,3 +406,68 @@ fn a_broken_template_fails_render_with_its_file_and_line() {
     assert!(err.contains(&format!("{}:3", broken.display())), "{err}");
     assert!(err.contains("hint:"), "{err}");
 }
+
+/// The `config.toml` the playbook writes for each example stack parses as TOML (Python's
+/// `tomllib`) and carries what the stack declares.
+#[test]
+fn runner_config_of_every_example_stack_is_valid_toml() {
+    use fleet_core::render::{Renderer, Secrets};
+    use fleet_core::secret::Secret;
+    let dir = tempfile::tempdir().unwrap();
+    for (file, dind) in [("sandbox.yaml", false), ("aws.yaml", true)] {
+        let path = stack_copy(dir.path(), file);
+        let loaded = fleet_core::stack::load(&path, &[], &|_| None).unwrap();
+        let config = Renderer::from_stack(&loaded)
+            .unwrap()
+            .with_token(Secret::new("glrt-test-token"))
+            .runner_config("vm-0001", Secrets::Shown)
+            .unwrap();
+        let mut child = Command::new("python3")
+            .args([
+                "-c",
+                "import json, sys, tomllib; print(json.dumps(tomllib.loads(sys.stdin.read())))",
+            ])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("python3 is missing: install python3 (3.11 or newer, for tomllib)");
+        use std::io::Write as _;
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(config.as_bytes())
+            .unwrap();
+        let o = child.wait_with_output().unwrap();
+        assert!(
+            o.status.success(),
+            "{file}: config.toml does not parse: {}\n{config}",
+            text(&o)
+        );
+        let v: Value = serde_json::from_slice(&o.stdout).unwrap();
+        let runner = &v["runners"][0];
+        assert_eq!(v["concurrent"], loaded.stack.policy.capacity_per_instance);
+        assert_eq!(
+            v["listen_address"],
+            loaded.stack.runner.metrics_listen.as_str()
+        );
+        assert_eq!(
+            runner["url"],
+            loaded.stack.runner.gitlab_url.as_deref().unwrap()
+        );
+        assert_eq!(runner["token"], "glrt-test-token");
+        assert_eq!(runner["executor"], "docker");
+        assert_eq!(runner["docker"]["privileged"], dind, "{file}");
+        assert_eq!(
+            runner["cache"]["s3"]["BucketName"].as_str(),
+            loaded
+                .stack
+                .runner
+                .cache
+                .as_ref()
+                .map(|c| c.bucket.as_str()),
+            "{file}"
+        );
+    }
+}
