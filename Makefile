@@ -31,9 +31,11 @@ destroy:
 refresh:
 	$(FLEET) refresh --stack $(STACK) $(ARGS)
 
-# Installs the test tools (moto) into .venv, starts moto_server on a free port of
+# Installs cloud-init (apt-get, as root) and the test tools (moto, ansible-core, ansible-lint)
+# into .venv, starts moto_server on a free port of
 # 127.0.0.1 for the AWS tests, and stops it afterwards.
 test:
+	scripts/ensure-cloud-init
 	scripts/with-moto $(CARGO) test --workspace --locked
 	$(CARGO) run --quiet -p fleet-core --example embed --features testing
 

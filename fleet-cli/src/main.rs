@@ -4,6 +4,7 @@
 mod commands;
 mod context;
 mod output;
+mod render;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -61,6 +62,20 @@ enum Command {
     /// Inspect or edit state.
     #[command(subcommand)]
     State(StateCommand),
+    /// Print the user data an instance would boot with (secrets masked).
+    Render(RenderArgs),
+    /// Print the Ansible inventory of the live fleet, from state.
+    Inventory,
+}
+
+#[derive(Debug, Args)]
+struct RenderArgs {
+    /// Instance name (default: the next instance the stack would create).
+    #[arg(long, value_name = "NAME")]
+    instance: Option<String>,
+    /// Print secrets (the runner token) instead of masking them.
+    #[arg(long)]
+    show_secrets: bool,
 }
 
 #[derive(Debug, Args)]
@@ -152,6 +167,8 @@ fn main() -> ExitCode {
             Command::State(StateCommand::Import { name, cloud_id }) => {
                 commands::state_import(g, name, cloud_id).await
             }
+            Command::Render(a) => render::render(g, a.instance.as_deref(), a.show_secrets).await,
+            Command::Inventory => render::inventory(g).await,
         }
     });
     match result {

@@ -185,6 +185,14 @@ fn hint(e: &anyhow::Error) -> Option<&'static str> {
         {
             return Some("fix the stack file (or the --set flag) and run the command again");
         }
+        if let Some(r) = cause.downcast_ref::<fleet_core::render::RenderError>() {
+            return Some(match r {
+                fleet_core::render::RenderError::Template { .. } => {
+                    "fix the template at the named line, then run the command again"
+                }
+                _ => "fix the stack's templates or names, then run the command again",
+            });
+        }
         if let Some(a) = cause.downcast_ref::<fleet_core::apply::ApplyError>() {
             if matches!(a, fleet_core::apply::ApplyError::StalePlan { .. }) {
                 return Some("run `fleet-cli plan --out FILE` again and apply the new plan");

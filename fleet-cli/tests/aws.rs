@@ -35,10 +35,13 @@ fn run(dir: &Path, args: &[&str]) -> Output {
 /// A copy of stacks/aws.yaml in a fresh directory, with `edit` applied to its text.
 fn stack_dir(edit: impl FnOnce(String) -> String) -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
-    let text =
-        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../stacks/aws.yaml"))
-            .unwrap();
-    std::fs::write(dir.path().join("aws.yaml"), edit(text)).unwrap();
+    let path = dir.path().join("aws.yaml");
+    copy_stack(
+        &Path::new(env!("CARGO_MANIFEST_DIR")).join("../stacks/aws.yaml"),
+        &path,
+    );
+    let text = std::fs::read_to_string(&path).unwrap();
+    std::fs::write(&path, edit(text)).unwrap();
     dir
 }
 
@@ -97,11 +100,10 @@ fn json(o: &Output) -> Value {
 fn a_hundred_instances_in_at_most_three_launch_calls_and_destroy_leaves_none() {
     require_moto();
     let dir = tempfile::tempdir().unwrap();
-    std::fs::copy(
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("../stacks/aws.yaml"),
-        dir.path().join("aws.yaml"),
-    )
-    .unwrap();
+    copy_stack(
+        &Path::new(env!("CARGO_MANIFEST_DIR")).join("../stacks/aws.yaml"),
+        &dir.path().join("aws.yaml"),
+    );
     let name = format!("aws-cli-{}", std::process::id());
     let set_name = format!("name={name}");
 
@@ -198,11 +200,10 @@ fn a_hundred_instances_in_at_most_three_launch_calls_and_destroy_leaves_none() {
 fn cloud_errors_are_reported_with_the_aws_code_and_what_to_do() {
     require_moto();
     let dir = tempfile::tempdir().unwrap();
-    std::fs::copy(
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("../stacks/aws.yaml"),
-        dir.path().join("aws.yaml"),
-    )
-    .unwrap();
+    copy_stack(
+        &Path::new(env!("CARGO_MANIFEST_DIR")).join("../stacks/aws.yaml"),
+        &dir.path().join("aws.yaml"),
+    );
     let o = run(
         dir.path(),
         &[
@@ -440,4 +441,12 @@ fn bad_cache_bucket_properties_are_located_in_the_stack_file() {
     assert_eq!(o.status.code(), Some(1));
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(err.contains("must start with `aws-badbucket-`"), "{err}");
+}
+
+/// Copies an example stack into a test directory, pointing its templates at instance/.
+fn copy_stack(src: &Path, dst: &Path) {
+    let instance = Path::new(env!("CARGO_MANIFEST_DIR")).join("../instance/");
+    let text = std::fs::read_to_string(src).unwrap();
+    let text = text.replace("../instance/", &format!("{}/", instance.display()));
+    std::fs::write(dst, text).unwrap();
 }

@@ -19,7 +19,7 @@ impl Sandbox {
     fn new() -> Sandbox {
         let dir = tempfile::tempdir().unwrap();
         let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("../stacks/sandbox.yaml");
-        std::fs::copy(src, dir.path().join("sandbox.yaml")).unwrap();
+        copy_stack(&src, &dir.path().join("sandbox.yaml"));
         Sandbox { dir }
     }
 
@@ -489,4 +489,12 @@ fn refresh_forgets_instances_deleted_behind_our_back() {
     assert_eq!(s.state()["instances"].as_object().unwrap().len(), 1);
     ok(&s.run(&["up", "--yes", "--set", "policy.min_instances=2"]));
     s.assert_converged(2, "after refresh and up");
+}
+
+/// Copies an example stack into a test directory, pointing its templates at instance/.
+fn copy_stack(src: &Path, dst: &Path) {
+    let instance = Path::new(env!("CARGO_MANIFEST_DIR")).join("../instance/");
+    let text = std::fs::read_to_string(src).unwrap();
+    let text = text.replace("../instance/", &format!("{}/", instance.display()));
+    std::fs::write(dst, text).unwrap();
 }

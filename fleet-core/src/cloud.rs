@@ -176,6 +176,11 @@ pub trait Cloud: Send + Sync {
     /// Largest batch one create or delete call takes.
     fn max_batch(&self) -> usize;
 
+    /// The largest user data this cloud accepts, checked at plan time; `None` if no limit.
+    fn user_data_limit(&self) -> Option<crate::render::UserDataLimit> {
+        None
+    }
+
     /// Resource kinds this provider can create.
     fn resource_kinds(&self) -> &[&str];
 

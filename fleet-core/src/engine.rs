@@ -8,7 +8,8 @@ use crate::cloud::{Cloud, CloudError, Observed, Scope};
 use crate::plan::{Operation, Plan};
 use crate::planner::{self, Desired, PlanInput};
 use crate::policy::{Policy, PolicyInput};
-use crate::spec::{short_hash, InstanceSpec};
+use crate::render::{RenderError, Renderer};
+use crate::spec::InstanceSpec;
 use crate::stack::LoadedStack;
 use crate::state::{State, StateBackend, StateError};
 
@@ -40,6 +41,9 @@ pub enum EngineError {
         #[source]
         source: std::io::Error,
     },
+    /// The templates do not render, or what they render breaks a limit.
+    #[error("cannot render the instance templates")]
+    Render(#[from] RenderError),
 }
 
 /// The parts one fleet is run with.
@@ -90,17 +94,13 @@ impl Fleet<'_> {
             .map_err(EngineError::Observe)
     }
 
-    /// Hash of the template files the stack names.
+    /// Hash of the template inputs that shape a VM (template files and stack-wide
+    /// variables; see [`Renderer::template_hash`]), `None` without a user data template.
     pub fn template_hash(&self) -> Result<Option<String>, EngineError> {
-        let Some(t) = &self.stack.stack.templates.user_data else {
+        if self.stack.stack.templates.user_data.is_none() {
             return Ok(None);
-        };
-        let path = self.stack.resolve(t);
-        let bytes = std::fs::read(&path).map_err(|source| EngineError::Template {
-            path: path.display().to_string(),
-            source,
-        })?;
-        Ok(Some(short_hash(&bytes)))
+        }
+        Ok(Renderer::from_stack(self.stack)?.template_hash())
     }
 
     /// The instance spec the stack declares.
@@ -154,7 +154,7 @@ impl Fleet<'_> {
     ) -> Result<Plan, EngineError> {
         let desired = self.desired(operation, state, now).await?;
         let label = self.cloud.label();
-        Ok(planner::plan(&PlanInput {
+        let plan = planner::plan(&PlanInput {
             stack: &self.stack.stack.name,
             cloud: &label,
             operation,
@@ -162,6 +162,13 @@ impl Fleet<'_> {
             observed,
             desired: &desired,
             now,
-        }))
+        });
+        crate::render::check_plan(
+            self.stack,
+            &plan,
+            self.cloud.user_data_limit(),
+            self.cloud.name(),
+        )?;
+        Ok(plan)
     }
 }

@@ -15,6 +15,7 @@
 //! * [`policy`] turns demand into a desired instance count.
 //! * [`planner`] diffs the three into a [`plan::Plan`]; it is a pure function of its inputs.
 //! * [`apply`] executes a plan; preview is the same path with `dry_run` set.
+//! * [`render`] renders the templates each VM boots with, and the fleet's inventory.
 //!
 //! This crate imports no cloud SDK, no HTTP client and no clock: `now` is a parameter
 //! everywhere, so every decision can be tested with plain values. Implementations of the
@@ -30,6 +31,7 @@ pub mod naming;
 pub mod plan;
 pub mod planner;
 pub mod policy;
+pub mod render;
 pub mod resource;
 pub mod secret;
 pub mod spec;

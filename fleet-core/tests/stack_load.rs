@@ -345,3 +345,54 @@ fn the_webhook_secret_comes_from_the_environment_and_must_not_be_empty() {
     assert_eq!(l.secret("FLEET_TEST_HOOK").unwrap().expose(), "hook-secret");
     assert!(!format!("{l:?}").contains("hook-secret"));
 }
+
+#[test]
+fn runner_keys_for_the_templates_have_defaults() {
+    let r = load(BASE).unwrap().stack.runner;
+    assert_eq!(r.executor, fleet_core::stack::Executor::Docker);
+    assert_eq!(r.docker_image, "alpine:3.20");
+    assert_eq!(r.metrics_listen, "0.0.0.0:9252");
+    assert_eq!(r.drain_timeout, std::time::Duration::from_secs(7200));
+    assert!(!r.dind);
+    assert_eq!(r.cache, None);
+    assert_eq!(r.token_ssm_parameter, None);
+}
+
+#[test]
+fn runner_keys_for_the_templates_are_checked_where_they_are_written() {
+    let with = |line: &str| BASE.replace("  tags: [docker]", &format!("  tags: [docker]\n{line}"));
+    let e = err(&with("  metrics_listen: \"9252\""));
+    assert!(
+        e.contains("has no port") && e.contains("stacks/x.yaml:10:3"),
+        "{e}"
+    );
+    let e = err(&with("  executor: shell"));
+    assert!(
+        e.contains("`shell`") && e.contains("stacks/x.yaml:10:"),
+        "{e}"
+    );
+    let e = err(&with("  cache: {bucket: \"\"}"));
+    assert!(e.contains("runner.cache.bucket is empty"), "{e}");
+    let e = err(&with("  cache: {bucket: b, regon: x}"));
+    assert!(e.contains("did you mean `region`?"), "{e}");
+    let e = err(&with("  token_ssm_parameter: /fleet/token"));
+    assert!(
+        e.contains("needs the aws provider") && e.contains("stacks/x.yaml:10:3"),
+        "{e}"
+    );
+    let e = err(&with("  drain_timeout: 0s"));
+    assert!(e.contains("drain_timeout is 0"), "{e}");
+}
+
+#[test]
+fn templates_must_exist_and_user_data_needs_a_gitlab_url() {
+    let e = err(&format!("{BASE}templates:\n  playbook: nope.yml\n"));
+    assert!(e.contains("template `nope.yml` does not exist"), "{e}");
+    assert!(e.contains("stacks/x.yaml:14:3"), "{e}");
+    let real = Path::new(env!("CARGO_MANIFEST_DIR")).join("../instance/cloudinit.yml.j2");
+    let set = format!("templates.user_data={}", real.display());
+    let e = load_with(BASE, &[&set]).expect_err("must fail").to_string();
+    assert!(e.contains("needs runner.gitlab_url"), "{e}");
+    let url = "runner.gitlab_url=http://127.0.0.1:8929";
+    assert!(load_with(BASE, &[&set, url]).is_ok());
+}

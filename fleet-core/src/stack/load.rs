@@ -74,6 +74,10 @@ pub fn load_str(
     let named = [
         ("runner.token_env", loaded.stack.runner.token_env.clone()),
         (
+            "runner.runner_token_env",
+            loaded.stack.runner.runner_token_env.clone(),
+        ),
+        (
             "runner.webhook_secret_env",
             loaded.stack.runner.webhook_secret_env.clone(),
         ),
@@ -301,19 +305,7 @@ fn validate(l: &LoadedStack) -> Result<(), StackError> {
         );
     }
     validate_runner(l)?;
-    if let Some(t) = &s.templates.user_data {
-        if !l.resolve(t).is_file() {
-            return invalid(
-                "templates.user_data",
-                format!(
-                    "template `{}` does not exist (looked in {})",
-                    t.display(),
-                    l.resolve(t).display()
-                ),
-                "paths are relative to the stack file",
-            );
-        }
-    }
+    super::bootstrap::validate(l)?;
     validate_resources(l)
 }
 

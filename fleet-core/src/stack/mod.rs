@@ -6,6 +6,7 @@
 //! by their implementation through [`LoadedStack::section`], so adding a provider never
 //! touches this model.
 
+mod bootstrap;
 mod error;
 mod load;
 mod overrides;
@@ -19,6 +20,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::secret::Secret;
 
+pub use bootstrap::{CacheConfig, CacheKind, Executor};
 pub use error::{StackError, StackErrorKind};
 pub use load::{load, load_str, EnvLookup};
 pub use overrides::Override;
@@ -93,9 +95,13 @@ pub struct RunnerConfig {
     /// Whether the runner takes jobs without tags.
     #[serde(default = "default_true")]
     pub run_untagged: bool,
-    /// Environment variable holding the GitLab token used to create runners.
+    /// Environment variable holding the GitLab access token: demand and runner calls.
     #[serde(default)]
     pub token_env: Option<String>,
+    /// Environment variable holding a runner authentication token (`glrt-...`) that every
+    /// VM registers with, for fleets whose runner is created in GitLab beforehand.
+    #[serde(default)]
+    pub runner_token_env: Option<String>,
     /// Projects (ids or full paths) whose pending and running jobs are this fleet's demand.
     #[serde(default)]
     pub projects: Vec<GitLabRef>,
@@ -114,12 +120,33 @@ pub struct RunnerConfig {
     /// Environment variable holding the secret job webhooks must carry (`X-Gitlab-Token`).
     #[serde(default)]
     pub webhook_secret_env: Option<String>,
-    /// How long scale-in waits for a paused runner's running jobs before deleting its VM.
-    #[serde(default = "default_drain_timeout", with = "duration_serde")]
-    pub drain_timeout: Duration,
     /// How long a new VM's runner may take to come online before the VM is replaced.
     #[serde(default = "default_online_timeout", with = "duration_serde")]
     pub online_timeout: Duration,
+    /// How the runner runs jobs (only `docker`).
+    #[serde(default)]
+    pub executor: Executor,
+    /// Image of jobs that name none.
+    #[serde(default = "bootstrap::default_docker_image")]
+    pub docker_image: String,
+    /// Run jobs privileged with a TLS certs volume, so Docker-in-Docker works.
+    #[serde(default)]
+    pub dind: bool,
+    /// `host:port` of the runner's Prometheus metrics (`listen_address`).
+    #[serde(default = "bootstrap::default_metrics_listen")]
+    pub metrics_listen: String,
+    /// How long a VM's running jobs may take to finish before it goes: scale-in waits
+    /// this long for a paused runner, and stopping the runner's service waits this long
+    /// (graceful drain).
+    #[serde(default = "bootstrap::default_drain_timeout", with = "duration_serde")]
+    pub drain_timeout: Duration,
+    /// Shared job cache in S3 (or an S3-compatible store).
+    #[serde(default)]
+    pub cache: Option<CacheConfig>,
+    /// AWS: SSM parameter each VM reads its runner token from with its instance role,
+    /// so the token is not in the user data.
+    #[serde(default)]
+    pub token_ssm_parameter: Option<String>,
 }
 
 impl Default for RunnerConfig {
@@ -129,14 +156,21 @@ impl Default for RunnerConfig {
             tags: Vec::new(),
             run_untagged: true,
             token_env: None,
+            runner_token_env: None,
             projects: Vec::new(),
             groups: Vec::new(),
             runner_type: RunnerType::default(),
             locked: false,
             maximum_timeout: None,
             webhook_secret_env: None,
-            drain_timeout: default_drain_timeout(),
             online_timeout: default_online_timeout(),
+            executor: Executor::default(),
+            docker_image: bootstrap::default_docker_image(),
+            dind: false,
+            metrics_listen: bootstrap::default_metrics_listen(),
+            drain_timeout: bootstrap::default_drain_timeout(),
+            cache: None,
+            token_ssm_parameter: None,
         }
     }
 }
@@ -236,6 +270,15 @@ pub struct TemplatesConfig {
     /// The cloud-init user data template.
     #[serde(default)]
     pub user_data: Option<PathBuf>,
+    /// The Ansible playbook the user data carries and runs (passed as text, not rendered).
+    #[serde(default)]
+    pub playbook: Option<PathBuf>,
+    /// The gitlab-runner `config.toml` template the playbook fills in (passed as text).
+    #[serde(default)]
+    pub runner_config: Option<PathBuf>,
+    /// The Ansible inventory template `fleet-cli inventory` renders from state.
+    #[serde(default)]
+    pub inventory: Option<PathBuf>,
 }
 
 /// One supporting resource in `resources:`.
@@ -292,9 +335,6 @@ fn default_concurrency() -> usize {
 }
 fn default_batch_size() -> usize {
     100
-}
-fn default_drain_timeout() -> Duration {
-    Duration::from_secs(30 * 60)
 }
 fn default_online_timeout() -> Duration {
     Duration::from_secs(10 * 60)

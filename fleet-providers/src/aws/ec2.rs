@@ -595,6 +595,13 @@ impl Cloud for AwsCloud {
         self.settings.max_batch
     }
 
+    fn user_data_limit(&self) -> Option<fleet_core::render::UserDataLimit> {
+        Some(fleet_core::render::UserDataLimit {
+            max_bytes: USER_DATA_LIMIT,
+            gzip: true,
+        })
+    }
+
     fn resource_kinds(&self) -> &[&str] {
         &["key_pair", bucket::KIND]
     }

@@ -1,0 +1,256 @@
+//! Rendering what each runner VM boots with (cloud-init user data carrying the Ansible
+//! playbook and the runner's `config.toml` template) and the Ansible inventory of the live
+//! fleet, from the templates the stack names, with minijinja.
+//!
+//! Rendering is pure: the templates are read once by [`Renderer::from_stack`], and every
+//! variable comes from the stack, the instance name or the state (see [`vars`]; README.md
+//! has the table). Undefined variables are errors, and every error names the template file
+//! and line. The runner token is rendered as [`crate::secret::MASK`] unless the caller asks
+//! for [`Secrets::Shown`], which only the provider launching the VM (and
+//! `fleet-cli render --show-secrets`) does.
+//!
+//! The playbook and the `config.toml` template are carried into the user data verbatim:
+//! Ansible, not this renderer, fills them in on the VM.
+
+mod error;
+mod limits;
+pub mod vars;
+
+use std::path::{Path, PathBuf};
+
+use minijinja::{AutoEscape, Environment, UndefinedBehavior};
+use serde::Serialize;
+
+use crate::plan::{Action, Plan, INSTANCE};
+use crate::secret::{Secret, MASK};
+use crate::spec::short_hash;
+use crate::stack::LoadedStack;
+use crate::state::State;
+
+pub use error::RenderError;
+pub use limits::{check_hostname, check_user_data_size, gzip, UserDataLimit};
+pub use vars::{InventoryHost, InventoryVars, StackVars, UserDataVars};
+
+/// Whether secrets are rendered as their values or masked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Secrets {
+    /// Secrets print as [`MASK`] (for people and logs).
+    Masked,
+    /// Secrets print as their values (for the VM itself).
+    Shown,
+}
+
+/// A template file and its text.
+#[derive(Debug, Clone)]
+struct Template {
+    path: PathBuf,
+    source: String,
+}
+
+impl Template {
+    fn read(loaded: &LoadedStack, path: &Option<PathBuf>) -> Result<Option<Template>, RenderError> {
+        let Some(p) = path else { return Ok(None) };
+        let path = loaded.resolve(p);
+        let source = std::fs::read_to_string(&path).map_err(|source| RenderError::Read {
+            path: path.clone(),
+            source,
+        })?;
+        Ok(Some(Template { path, source }))
+    }
+}
+
+/// The templates of one stack, read once, ready to render for any instance.
+#[derive(Debug, Clone)]
+pub struct Renderer {
+    user_data: Option<Template>,
+    playbook: Option<Template>,
+    runner_config: Option<Template>,
+    inventory: Option<Template>,
+    vars: StackVars,
+    token: Option<Secret>,
+}
+
+impl Renderer {
+    /// Reads the templates `loaded` names. The runner token is the secret of
+    /// `runner.runner_token_env` (ignored when `runner.token_ssm_parameter` is set).
+    pub fn from_stack(loaded: &LoadedStack) -> Result<Renderer, RenderError> {
+        let s = &loaded.stack;
+        let t = &s.templates;
+        let token = match (&s.runner.token_ssm_parameter, &s.runner.runner_token_env) {
+            (None, Some(var)) => loaded.secret(var).cloned(),
+            _ => None,
+        };
+        Ok(Renderer {
+            user_data: Template::read(loaded, &t.user_data)?,
+            playbook: Template::read(loaded, &t.playbook)?,
+            runner_config: Template::read(loaded, &t.runner_config)?,
+            inventory: Template::read(loaded, &t.inventory)?,
+            vars: StackVars::from_stack(s, token.is_some()),
+            token,
+        })
+    }
+
+    /// Uses `token` as the runner token instead of the stack's (for a token registered per
+    /// instance). When the stack reads tokens from SSM, the user data still carries none,
+    /// and `token` only stands for the SSM value in [`Renderer::runner_config`].
+    pub fn with_token(mut self, token: Secret) -> Self {
+        if self.vars.runner_token_source != "ssm" {
+            self.vars.runner_token_source = "inline";
+        }
+        self.token = Some(token);
+        self
+    }
+
+    /// Whether the stack names a user data template.
+    pub fn has_user_data(&self) -> bool {
+        self.user_data.is_some()
+    }
+
+    /// The variables every instance gets alike.
+    pub fn stack_vars(&self) -> &StackVars {
+        &self.vars
+    }
+
+    /// Hash of everything that shapes a VM: the user data, playbook and `config.toml`
+    /// template texts and the stack-wide variables. `None` without a user data template.
+    /// Secrets are left out, so rotating the token replaces nothing.
+    pub fn template_hash(&self) -> Option<String> {
+        let user_data = self.user_data.as_ref()?;
+        #[derive(Serialize)]
+        struct Inputs<'a> {
+            user_data: &'a str,
+            playbook: Option<&'a str>,
+            runner_config: Option<&'a str>,
+            vars: &'a StackVars,
+        }
+        let inputs = Inputs {
+            user_data: &user_data.source,
+            playbook: self.playbook.as_ref().map(|t| t.source.as_str()),
+            runner_config: self.runner_config.as_ref().map(|t| t.source.as_str()),
+            vars: &self.vars,
+        };
+        let bytes = serde_json::to_vec(&inputs).expect("template inputs serialize to JSON");
+        Some(short_hash(&bytes))
+    }
+
+    /// The variables of `instance`'s user data.
+    pub fn user_data_vars(&self, instance: &str, secrets: Secrets) -> UserDataVars {
+        let token = match self.vars.runner_token_source {
+            "inline" => self.token.as_ref().map(|t| match secrets {
+                Secrets::Shown => t.expose().to_string(),
+                Secrets::Masked => MASK.to_string(),
+            }),
+            _ => None,
+        };
+        UserDataVars {
+            stack: self.vars.clone(),
+            hostname: instance.to_string(),
+            runner_token: token,
+            playbook: self.playbook.as_ref().map(|t| t.source.clone()),
+            runner_config_template: self.runner_config.as_ref().map(|t| t.source.clone()),
+        }
+    }
+
+    /// The user data `instance` boots with, or `None` when the stack names no template.
+    pub fn user_data(
+        &self,
+        instance: &str,
+        secrets: Secrets,
+    ) -> Result<Option<String>, RenderError> {
+        let Some(t) = &self.user_data else {
+            return Ok(None);
+        };
+        check_hostname(instance)?;
+        render(t, &self.user_data_vars(instance, secrets), true).map(Some)
+    }
+
+    /// The `config.toml` the playbook writes on `instance`, rendered here the way Ansible
+    /// renders it on the VM (for `render` and tests; the VM renders its own copy).
+    pub fn runner_config(&self, instance: &str, secrets: Secrets) -> Result<String, RenderError> {
+        let t = self
+            .runner_config
+            .as_ref()
+            .ok_or(RenderError::NotConfigured {
+                key: "templates.runner_config",
+            })?;
+        let mut vars = self.user_data_vars(instance, secrets);
+        // On the VM the token comes from the file the user data wrote or SSM filled.
+        vars.runner_token = self.token.as_ref().map(|t| match secrets {
+            Secrets::Shown => t.expose().to_string(),
+            Secrets::Masked => MASK.to_string(),
+        });
+        // Ansible's template module trims block lines but does not strip their indent.
+        render(t, &vars, false)
+    }
+
+    /// The Ansible inventory of the live fleet recorded in `state`.
+    pub fn inventory(&self, state: &State) -> Result<String, RenderError> {
+        let t = self.inventory.as_ref().ok_or(RenderError::NotConfigured {
+            key: "templates.inventory",
+        })?;
+        render(t, &InventoryVars::from_state(state), true)
+    }
+}
+
+/// The user data `instance` of `loaded` boots with, secrets included, or `None` when the
+/// stack names no user data template. Providers pass it to the cloud (gzip it with
+/// [`gzip`] where the provider's [`UserDataLimit::gzip`] says so).
+pub fn user_data(loaded: &LoadedStack, instance: &str) -> Result<Option<String>, RenderError> {
+    Renderer::from_stack(loaded)?.user_data(instance, Secrets::Shown)
+}
+
+/// Plan-time checks of the instances `plan` creates: every name fits a hostname, and the
+/// user data fits the cloud's `limit`. Only the longest name is rendered, since names are
+/// the only per-instance input and the token has the same length for all.
+pub fn check_plan(
+    loaded: &LoadedStack,
+    plan: &Plan,
+    limit: Option<UserDataLimit>,
+    provider: &str,
+) -> Result<(), RenderError> {
+    let names: Vec<&str> = plan
+        .changes
+        .iter()
+        .filter(|c| c.kind == INSTANCE)
+        .filter_map(|c| match c.action {
+            Action::Create => Some(c.name.as_str()),
+            Action::Replace => c.replacement.as_deref(),
+            _ => None,
+        })
+        .collect();
+    for n in &names {
+        check_hostname(n)?;
+    }
+    let (Some(limit), Some(longest)) = (limit, names.iter().max_by_key(|n| n.len())) else {
+        return Ok(());
+    };
+    let renderer = Renderer::from_stack(loaded)?;
+    if let Some(text) = renderer.user_data(longest, Secrets::Shown)? {
+        check_user_data_size(longest, &text, limit, provider)?;
+    }
+    Ok(())
+}
+
+/// Renders one template with strict undefined variables and no escaping.
+fn render(t: &Template, ctx: &impl Serialize, lstrip: bool) -> Result<String, RenderError> {
+    let mut env = Environment::new();
+    env.set_undefined_behavior(UndefinedBehavior::Strict);
+    env.set_keep_trailing_newline(true);
+    env.set_trim_blocks(true);
+    env.set_lstrip_blocks(lstrip);
+    env.set_auto_escape_callback(|_| AutoEscape::None);
+    let name = t.path.display().to_string();
+    let fail = |e: minijinja::Error| template_error(&t.path, e);
+    env.add_template(&name, &t.source).map_err(fail)?;
+    env.get_template(&name)
+        .and_then(|tpl| tpl.render(ctx))
+        .map_err(fail)
+}
+
+fn template_error(path: &Path, source: minijinja::Error) -> RenderError {
+    RenderError::Template {
+        path: path.to_path_buf(),
+        line: source.line(),
+        source,
+    }
+}
