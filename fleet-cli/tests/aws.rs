@@ -32,6 +32,28 @@ fn run(dir: &Path, args: &[&str]) -> Output {
     command(dir, None, args).output().unwrap()
 }
 
+/// A preview with `min` instances wanted finds nothing to change.
+fn assert_no_changes(dir: &Path, set_name: &str, min: u32) {
+    let wanted = format!("policy.min_instances={min}");
+    let o = run(
+        dir,
+        &[
+            "preview",
+            "--detailed-exitcode",
+            "--set",
+            set_name,
+            "--set",
+            &wanted,
+        ],
+    );
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&o.stdout)
+    );
+}
+
 /// A copy of stacks/aws.yaml in a fresh directory, with `edit` applied to its text.
 fn stack_dir(edit: impl FnOnce(String) -> String) -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
@@ -141,23 +163,7 @@ fn a_hundred_instances_in_at_most_three_launch_calls_and_destroy_leaves_none() {
     assert_eq!(list["instances"].as_array().unwrap().len(), 100);
 
     // A second preview finds the fleet as declared.
-    let o = run(
-        dir.path(),
-        &[
-            "preview",
-            "--detailed-exitcode",
-            "--set",
-            &set_name,
-            "--set",
-            "policy.min_instances=100",
-        ],
-    );
-    assert_eq!(
-        o.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&o.stdout)
-    );
+    assert_no_changes(dir.path(), &set_name, 100);
 
     let started = std::time::Instant::now();
     let down = json(&run(
@@ -290,23 +296,7 @@ fn sigkill_after_the_launch_took_effect_then_up_adopts_without_duplicates() {
     );
     assert_eq!(rt.block_on(live_instances(&name)), launched, "no duplicate");
 
-    let o = run(
-        dir.path(),
-        &[
-            "preview",
-            "--detailed-exitcode",
-            "--set",
-            &set_name,
-            "--set",
-            "policy.min_instances=5",
-        ],
-    );
-    assert_eq!(
-        o.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&o.stdout)
-    );
+    assert_no_changes(dir.path(), &set_name, 5);
     json(&run(
         dir.path(),
         &["destroy", "--yes", "--json", "--set", &set_name],
@@ -325,35 +315,9 @@ fn two_ups_on_s3_state_one_proceeds_and_the_other_names_the_holder() {
     let id = std::process::id();
     let (bucket, table) = (format!("fleet-state-{id}"), format!("fleet-locks-{id}"));
     rt.block_on(async {
-        let sdk = sdk().await;
-        let s3 = aws_sdk_s3::Client::from_conf(
-            aws_sdk_s3::config::Builder::from(&sdk)
-                .force_path_style(true)
-                .build(),
-        );
-        s3.create_bucket().bucket(&bucket).send().await.unwrap();
-        use aws_sdk_dynamodb::types::*;
-        aws_sdk_dynamodb::Client::new(&sdk)
-            .create_table()
-            .table_name(&table)
-            .attribute_definitions(
-                AttributeDefinition::builder()
-                    .attribute_name("LockID")
-                    .attribute_type(ScalarAttributeType::S)
-                    .build()
-                    .unwrap(),
-            )
-            .key_schema(
-                KeySchemaElement::builder()
-                    .attribute_name("LockID")
-                    .key_type(KeyType::Hash)
-                    .build()
-                    .unwrap(),
-            )
-            .billing_mode(BillingMode::PayPerRequest)
-            .send()
+        fleet_providers::testing::create_state_store(&sdk().await, &bucket, &table)
             .await
-            .unwrap();
+            .unwrap()
     });
     // State and lock go to moto directly; EC2 goes through the proxy, which holds the
     // first launch so that the first run is mid-apply, holding the lock, when the second

@@ -2,9 +2,6 @@
 //! emulator (moto). `make test` starts it and exports AWS_ENDPOINT_URL; run alone, these
 //! tests fail and say so rather than skip.
 
-use aws_sdk_dynamodb::types::{
-    AttributeDefinition, BillingMode, KeySchemaElement, KeyType, ScalarAttributeType,
-};
 use fleet_core::state::{StateBackend, StateError};
 use fleet_core::testing::{backend_conformance, cloud_conformance, lock_info};
 use fleet_providers::aws::{sdk_config, AwsCloud, AwsSettings, CallCounter, S3Backend, S3Settings};
@@ -57,31 +54,7 @@ async fn s3_backend(bucket: &str, table: &str, lease: &str) -> S3Backend {
 
 async fn make_bucket_and_table(bucket: &str, table: &str) {
     let sdk = sdk_config(Some("us-east-1"), Some(&endpoint()), 3).await;
-    let s3 = aws_sdk_s3::Client::from_conf(
-        aws_sdk_s3::config::Builder::from(&sdk)
-            .force_path_style(true)
-            .build(),
-    );
-    s3.create_bucket().bucket(bucket).send().await.unwrap();
-    let ddb = aws_sdk_dynamodb::Client::new(&sdk);
-    ddb.create_table()
-        .table_name(table)
-        .attribute_definitions(
-            AttributeDefinition::builder()
-                .attribute_name("LockID")
-                .attribute_type(ScalarAttributeType::S)
-                .build()
-                .unwrap(),
-        )
-        .key_schema(
-            KeySchemaElement::builder()
-                .attribute_name("LockID")
-                .key_type(KeyType::Hash)
-                .build()
-                .unwrap(),
-        )
-        .billing_mode(BillingMode::PayPerRequest)
-        .send()
+    fleet_providers::testing::create_state_store(&sdk, bucket, table)
         .await
         .unwrap();
 }
