@@ -4,6 +4,7 @@
 mod commands;
 mod context;
 mod output;
+mod simulate;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -61,6 +62,8 @@ enum Command {
     /// Inspect or edit state.
     #[command(subcommand)]
     State(StateCommand),
+    /// Replay a job trace through a scaling policy in virtual time: wait times against cost.
+    Simulate(simulate::SimulateArgs),
 }
 
 #[derive(Debug, Args)]
@@ -152,6 +155,7 @@ fn main() -> ExitCode {
             Command::State(StateCommand::Import { name, cloud_id }) => {
                 commands::state_import(g, name, cloud_id).await
             }
+            Command::Simulate(a) => simulate::run(g, a),
         }
     });
     match result {

@@ -23,6 +23,7 @@
 #![warn(missing_docs)]
 
 pub mod apply;
+pub mod autoscale;
 pub mod ci;
 pub mod cloud;
 pub mod engine;
@@ -32,6 +33,7 @@ pub mod planner;
 pub mod policy;
 pub mod resource;
 pub mod secret;
+pub mod simulate;
 pub mod spec;
 pub mod stack;
 pub mod state;
