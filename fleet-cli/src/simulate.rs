@@ -9,8 +9,8 @@ use anyhow::{bail, Context as _, Result};
 use clap::Args;
 use fleet_core::autoscale::Settings;
 use fleet_core::simulate::{
-    self, grid, render_svg, sweep, DockerMachine, Metrics, Model, PolicySpec, Taskscaler,
-    Timeline, Trace, POLICIES,
+    self, grid, render_svg, sweep, DockerMachine, Metrics, Model, PolicySpec, Taskscaler, Timeline,
+    Trace, POLICIES,
 };
 use fleet_core::stack::{self, Override, PolicyConfig};
 use indicatif::{ProgressBar, ProgressStyle};
@@ -54,8 +54,10 @@ struct SimSettings {
 
 /// Runs `simulate`.
 pub fn run(g: &Global, a: &SimulateArgs) -> Result<u8> {
-    let (stack_sets, sim_sets): (Vec<&String>, Vec<&String>) =
-        g.set.iter().partition(|s| !s.trim_start().starts_with("sim."));
+    let (stack_sets, sim_sets): (Vec<&String>, Vec<&String>) = g
+        .set
+        .iter()
+        .partition(|s| !s.trim_start().starts_with("sim."));
     let overrides = stack_sets
         .iter()
         .map(|s| Override::parse(s))
@@ -196,7 +198,10 @@ fn print_table(path: &Path, trace: &Trace, target: Option<f64>, reports: &[Repor
             match best {
                 Some((params, m)) => {
                     row("  best", m);
-                    println!("    with {}", Value::Object(params.clone().into_iter().collect()));
+                    println!(
+                        "    with {}",
+                        Value::Object(params.clone().into_iter().collect())
+                    );
                 }
                 None => println!(
                     "    no configuration in the grid meets p95 <= {}s",

@@ -166,7 +166,9 @@ pub fn fleet_view(state: &State) -> (Vec<String>, Vec<VmView>) {
     let mut views = Vec::with_capacity(state.instances.len());
     for r in state.instances.values() {
         if r.lifecycle.is_gone()
-            || r.pending.as_ref().is_some_and(|p| p.op == PendingKind::Delete)
+            || r.pending
+                .as_ref()
+                .is_some_and(|p| p.op == PendingKind::Delete)
         {
             continue;
         }
@@ -178,7 +180,11 @@ pub fn fleet_view(state: &State) -> (Vec<String>, Vec<VmView>) {
             Lifecycle::Starting => VmState::Starting,
             _ => VmState::Booting,
         };
-        let last_active = r.jobs.last_job_end.unwrap_or(r.created_at).max(r.created_at);
+        let last_active = r
+            .jobs
+            .last_job_end
+            .unwrap_or(r.created_at)
+            .max(r.created_at);
         views.push(VmView {
             state,
             since: last_active,

@@ -59,7 +59,9 @@ pub fn decide(e: &Effective, demand: &Demand, fleet: &[VmView], now: DateTime<Ut
     let idle_short = idle_want.saturating_sub(spare_have);
     let queue_vms = queue_short.div_ceil(cap);
     let idle_vms = (queue_short + idle_short).div_ceil(cap) - queue_vms;
-    let mut min_vms = e.min_instances.saturating_sub(running_like + queue_vms + idle_vms);
+    let mut min_vms = e
+        .min_instances
+        .saturating_sub(running_like + queue_vms + idle_vms);
     if !demand.is_known() {
         // Unknown demand: only the floor is kept.
         min_vms = e.min_instances.saturating_sub(running_like);
@@ -80,7 +82,12 @@ pub fn decide(e: &Effective, demand: &Demand, fleet: &[VmView], now: DateTime<Ut
         }
     }
     if min_vms > 0 {
-        wants.push((min_vms, Why::BelowMin { min: e.min_instances }));
+        wants.push((
+            min_vms,
+            Why::BelowMin {
+                min: e.min_instances,
+            },
+        ));
     }
 
     let mut budget = if e.max_growth_rate > 0 {

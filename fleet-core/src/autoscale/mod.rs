@@ -142,14 +142,20 @@ impl fmt::Display for Why {
             ),
             Why::BelowMin { min } => write!(f, "fewer running VMs than min_instances = {min}"),
             Why::PoolRefill { want, have } => {
-                write!(f, "stopped pool below stopped_count = {want} ({have} there or on their way)")
+                write!(
+                    f,
+                    "stopped pool below stopped_count = {want} ({have} there or on their way)"
+                )
             }
             Why::IdleStop { idle_s } => {
                 write!(f, "idle {idle_s}s > idle_time; stopped pool has room")
             }
             Why::Park => write!(f, "provisioned for the stopped pool, never used: parked"),
             Why::IdleRetire { idle_s } => {
-                write!(f, "idle {idle_s}s > idle_time; stopped pool full or stopping off")
+                write!(
+                    f,
+                    "idle {idle_s}s > idle_time; stopped pool full or stopping off"
+                )
             }
             Why::MaxUse { jobs } => write!(f, "ran {jobs} jobs, max_use_count reached"),
             Why::StoppedUnused { unused_s } => write!(
@@ -161,7 +167,10 @@ impl fmt::Display for Why {
                 write!(f, "max_instances = {max} reached: {short} VMs not added")
             }
             Why::GrowthLimited { rate } => {
-                write!(f, "max_growth_rate = {rate} VMs already booting or starting")
+                write!(
+                    f,
+                    "max_growth_rate = {rate} VMs already booting or starting"
+                )
             }
             Why::DemandUnknown => write!(f, "demand unknown: nothing is stopped or retired"),
         }

@@ -195,7 +195,10 @@ impl Settings {
         if !factor_ok(c.scale_factor) {
             return Err(problem(
                 "policy.scale_factor".into(),
-                format!("scale_factor {} is not a number of 0 or more", c.scale_factor),
+                format!(
+                    "scale_factor {} is not a number of 0 or more",
+                    c.scale_factor
+                ),
                 "use 0 to turn it off, or a factor like 0.5",
             ));
         }
@@ -447,7 +450,10 @@ mod tests {
 
     #[test]
     fn idle_slots_follow_gitlab_meaning() {
-        let mut e = Settings::from_config(&PolicyConfig::default()).unwrap().base().clone();
+        let mut e = Settings::from_config(&PolicyConfig::default())
+            .unwrap()
+            .base()
+            .clone();
         e.idle_count = 2;
         e.scale_factor = 0.5;
         assert_eq!(e.idle_slots(0), 2);

@@ -121,12 +121,15 @@ fn unknown_demand_keeps_the_floor_and_never_scales_in() {
     let unknown = Demand::Unknown { reason: "x".into() };
     let s = decide(&e, &unknown, &fleet, t(0));
     assert!(!s.may_scale_in);
-    assert!(s.actions.iter().all(|a| matches!(
-        a,
-        FleetAction::Create { .. } | FleetAction::Start { .. }
-    )));
+    assert!(s
+        .actions
+        .iter()
+        .all(|a| matches!(a, FleetAction::Create { .. } | FleetAction::Start { .. })));
     assert!(s.held.contains(&Why::DemandUnknown));
-    assert_eq!(s.total_after, 2, "one VM started, none created, none removed");
+    assert_eq!(
+        s.total_after, 2,
+        "one VM started, none created, none removed"
+    );
 }
 
 #[test]
@@ -225,8 +228,14 @@ fn state_strategy() -> impl Strategy<Value = VmState> {
 }
 
 fn vm_strategy() -> impl Strategy<Value = VmView> {
-    (state_strategy(), -20_000i64..0, -20_000i64..0, 0u64..6, 1u32..3).prop_map(
-        |(state, since, active, jobs_run, running)| {
+    (
+        state_strategy(),
+        -20_000i64..0,
+        -20_000i64..0,
+        0u64..6,
+        1u32..3,
+    )
+        .prop_map(|(state, since, active, jobs_run, running)| {
             let busy = matches!(state, VmState::Busy | VmState::Draining);
             VmView {
                 state,
@@ -237,8 +246,7 @@ fn vm_strategy() -> impl Strategy<Value = VmView> {
                 jobs_run: if busy { jobs_run + 1 } else { jobs_run },
                 running: if busy { running } else { 0 },
             }
-        },
-    )
+        })
 }
 
 fn config_strategy() -> impl Strategy<Value = PolicyConfig> {

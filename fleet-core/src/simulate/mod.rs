@@ -44,7 +44,9 @@ pub enum SimError {
         message: String,
     },
     /// A policy name the simulator does not know.
-    #[error("unknown policy `{name}`; use one of fleet, docker-machine, taskscaler, fixed, oracle")]
+    #[error(
+        "unknown policy `{name}`; use one of fleet, docker-machine, taskscaler, fixed, oracle"
+    )]
     UnknownPolicy {
         /// The name given.
         name: String,
@@ -158,8 +160,8 @@ pub fn run(
     match policy {
         PolicySpec::Oracle => oracle(trace, model),
         PolicySpec::Fleet(s) => world::run(trace, model, world::FleetDriver::new(s), timeline),
-        PolicySpec::DockerMachine(d) => world::run(trace, model, d.clone(), timeline),
-        PolicySpec::Taskscaler(t) => world::run(trace, model, t.clone(), timeline),
+        PolicySpec::DockerMachine(d) => world::run(trace, model, *d, timeline),
+        PolicySpec::Taskscaler(t) => world::run(trace, model, *t, timeline),
         PolicySpec::Fixed(n) => world::run(trace, model, world::Fixed(*n), timeline),
     }
 }

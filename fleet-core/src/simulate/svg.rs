@@ -29,7 +29,13 @@ pub fn render_svg(timeline: &Timeline, title: &str) -> String {
     }
     let ymax = cols
         .iter()
-        .map(|c| c.queue.max(c.booting).max(c.busy).max(c.idle).max(c.stopped))
+        .map(|c| {
+            c.queue
+                .max(c.booting)
+                .max(c.busy)
+                .max(c.idle)
+                .max(c.stopped)
+        })
         .max()
         .unwrap_or(1)
         .max(1) as f64;
@@ -38,11 +44,7 @@ pub fn render_svg(timeline: &Timeline, title: &str) -> String {
         r#"<svg xmlns="http://www.w3.org/2000/svg" width="{W}" height="{H}" viewBox="0 0 {W} {H}" font-family="sans-serif" font-size="12">"#
     );
     let _ = writeln!(out, r#"<rect width="{W}" height="{H}" fill="white"/>"#);
-    let _ = writeln!(
-        out,
-        r#"<text x="{PAD}" y="20">{}</text>"#,
-        escape(title)
-    );
+    let _ = writeln!(out, r#"<text x="{PAD}" y="20">{}</text>"#, escape(title));
     let (x0, x1, y0, y1) = (PAD, W - 150.0, H - PAD, 30.0);
     let _ = writeln!(
         out,
@@ -55,7 +57,12 @@ pub fn render_svg(timeline: &Timeline, title: &str) -> String {
             .map(|d| d.format("%Y-%m-%d %H:%M").to_string())
             .unwrap_or_default()
     };
-    let _ = writeln!(out, r#"<text x="{x0}" y="{}">{}</text>"#, y0 + 18.0, fmt_t(t0));
+    let _ = writeln!(
+        out,
+        r#"<text x="{x0}" y="{}">{}</text>"#,
+        y0 + 18.0,
+        fmt_t(t0)
+    );
     let _ = writeln!(
         out,
         r#"<text x="{x1}" y="{}" text-anchor="end">{}</text>"#,
@@ -96,5 +103,7 @@ pub fn render_svg(timeline: &Timeline, title: &str) -> String {
 }
 
 fn escape(s: &str) -> String {
-    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;")
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
 }

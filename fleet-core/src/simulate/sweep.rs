@@ -181,7 +181,10 @@ pub fn sweep(
                 let i = next.fetch_add(1, Ordering::Relaxed);
                 let Some(c) = candidates.get(i) else { break };
                 let m = run(trace, model, &c.policy, None);
-                results.lock().unwrap_or_else(|e| e.into_inner()).push((i, m));
+                results
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .push((i, m));
                 progress();
             });
         }

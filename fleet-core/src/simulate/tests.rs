@@ -44,7 +44,10 @@ fn docker_machine_only_refills_the_idle_target_however_long_the_queue() {
     let m = run(&trace(&jobs), &model, &dm(2), None);
     assert_eq!(m.wait_p50_s, 180.0);
     assert_eq!(m.wait_max_s, 270.0);
-    assert_eq!(m.launches, 7, "five for the jobs and two idle ones left at the end");
+    assert_eq!(
+        m.launches, 7,
+        "five for the jobs and two idle ones left at the end"
+    );
 }
 
 #[test]

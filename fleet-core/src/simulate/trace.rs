@@ -53,7 +53,11 @@ impl Trace {
         if cols != HEADER {
             return Err(bad(
                 header.0,
-                format!("header is `{}`, expected `{}`", header.1.trim(), HEADER.join(",")),
+                format!(
+                    "header is `{}`, expected `{}`",
+                    header.1.trim(),
+                    HEADER.join(",")
+                ),
             ));
         }
         let mut jobs = Vec::new();
@@ -68,7 +72,10 @@ impl Trace {
             let (Some(q), Some(d), Some(_project), Some(_pipeline)) =
                 (f.next(), f.next(), f.next(), f.next())
             else {
-                return Err(bad(line, format!("expected 4 comma-separated fields in `{l}`")));
+                return Err(bad(
+                    line,
+                    format!("expected 4 comma-separated fields in `{l}`"),
+                ));
             };
             let queued_at = DateTime::parse_from_rfc3339(q.trim())
                 .map_err(|e| {
@@ -121,7 +128,10 @@ mod tests {
             "queued_at,duration_s,project,pipeline\n2019-10-01T00:00:00Z,60,a/b,1\nyesterday,5,a/b,2\n",
         )
         .unwrap_err();
-        assert!(e.to_string().starts_with("t.csv:3: queued_at `yesterday`"), "{e}");
+        assert!(
+            e.to_string().starts_with("t.csv:3: queued_at `yesterday`"),
+            "{e}"
+        );
         let e = Trace::parse(
             "t.csv",
             "queued_at,duration_s,project,pipeline\n2019-10-01T00:00:00Z,0,a/b,1\n",

@@ -309,7 +309,7 @@ fn apply(
     transitions: &mut BinaryHeap<Reverse<(i64, usize)>>,
     model: &Model,
     now: i64,
-    acts: &mut Vec<Act>,
+    acts: &mut [Act],
 ) {
     // Retires swap-remove from `alive`: do them last, highest index first.
     let mut retire: Vec<usize> = Vec::new();

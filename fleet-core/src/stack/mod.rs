@@ -126,7 +126,10 @@ pub struct PolicyConfig {
     #[serde(default)]
     pub idle_count: u32,
     /// How long a VM stays running idle before it is stopped or retired.
-    #[serde(default = "crate::autoscale::settings::default_idle_time", with = "duration_serde")]
+    #[serde(
+        default = "crate::autoscale::settings::default_idle_time",
+        with = "duration_serde"
+    )]
     pub idle_time: Duration,
     /// Spare slots as a factor of slots in use, when more than `idle_count` (0: off).
     #[serde(default)]
@@ -148,13 +151,22 @@ pub struct PolicyConfig {
     #[serde(default)]
     pub stopped_max: Option<u32>,
     /// How long a stopped VM above `stopped_count` is kept after its last job.
-    #[serde(default = "crate::autoscale::settings::default_stopped_time", with = "duration_serde")]
+    #[serde(
+        default = "crate::autoscale::settings::default_stopped_time",
+        with = "duration_serde"
+    )]
     pub stopped_time: Duration,
     /// Expected time from create to ready, used to choose between starting and creating.
-    #[serde(default = "crate::autoscale::settings::default_boot_time", with = "duration_serde")]
+    #[serde(
+        default = "crate::autoscale::settings::default_boot_time",
+        with = "duration_serde"
+    )]
     pub boot_time: Duration,
     /// Expected time from start to ready.
-    #[serde(default = "crate::autoscale::settings::default_resume_time", with = "duration_serde")]
+    #[serde(
+        default = "crate::autoscale::settings::default_resume_time",
+        with = "duration_serde"
+    )]
     pub resume_time: Duration,
     /// How the cloud bills running VMs.
     #[serde(default)]
