@@ -242,3 +242,14 @@ fn the_example_stacks_load() {
     }
     assert!(n >= 1, "no example stacks found in {}", dir.display());
 }
+
+#[test]
+fn a_bad_period_schedule_is_located_at_its_line() {
+    let text = BASE.replace(
+        "min_instances: 1",
+        "min_instances: 1\n  periods:\n    - schedule: [\"* * * *\"]\n      idle_count: 2",
+    );
+    let e = err(&text);
+    assert!(e.contains("`* * * *` is not a cron expression"), "{e}");
+    assert!(e.contains("stacks/x.yaml:13:"), "{e}");
+}
