@@ -7,7 +7,7 @@ STACK ?= stacks/sandbox.yaml
 ARGS ?=
 FLEET = $(CARGO) run --quiet -p fleet-cli --
 
-.PHONY: all build preview plan up destroy refresh test lint fmt bench clean
+.PHONY: all build preview plan up destroy refresh test lint fmt bench bench-policy clean
 
 all: build
 
@@ -51,6 +51,15 @@ bench:
 	$(CARGO) bench -p fleet-core --bench plan_memory
 	$(CARGO) build --release -p fleet-cli
 	scripts/with-moto scripts/bench-aws
+	$(MAKE) bench-policy
+
+# Every scaling policy over the traces in ../shared/traces (the demo trace when that folder
+# is missing), swept for the cheapest cost with p95 wait <= 60 s; prints the table that
+# BENCHMARKS.md records.
+TRACES ?= $(shell ls $(abspath ../shared/traces)/*.csv 2>/dev/null | tr '\n' ':')
+bench-policy:
+	FLEET_TRACES="$(if $(TRACES),$(TRACES),$(CURDIR)/stacks/traces/demo.csv)" FLEET_TARGET_P95=60 \
+		$(CARGO) bench -p fleet-core --bench simulate
 
 clean:
 	$(CARGO) clean

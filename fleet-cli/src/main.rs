@@ -5,6 +5,7 @@ mod commands;
 mod context;
 mod output;
 mod render;
+mod simulate;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -66,6 +67,8 @@ enum Command {
     Render(RenderArgs),
     /// Print the Ansible inventory of the live fleet, from state.
     Inventory,
+    /// Replay a job trace through a scaling policy in virtual time: wait times against cost.
+    Simulate(simulate::SimulateArgs),
 }
 
 #[derive(Debug, Args)]
@@ -169,6 +172,7 @@ fn main() -> ExitCode {
             }
             Command::Render(a) => render::render(g, a.instance.as_deref(), a.show_secrets).await,
             Command::Inventory => render::inventory(g).await,
+            Command::Simulate(a) => simulate::run(g, a),
         }
     });
     match result {

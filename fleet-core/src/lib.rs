@@ -24,6 +24,7 @@
 #![warn(missing_docs)]
 
 pub mod apply;
+pub mod autoscale;
 pub mod ci;
 pub mod cloud;
 pub mod engine;
@@ -34,6 +35,7 @@ pub mod policy;
 pub mod render;
 pub mod resource;
 pub mod secret;
+pub mod simulate;
 pub mod spec;
 pub mod stack;
 pub mod state;

@@ -396,3 +396,14 @@ fn templates_must_exist_and_user_data_needs_a_gitlab_url() {
     let url = "runner.gitlab_url=http://127.0.0.1:8929";
     assert!(load_with(BASE, &[&set, url]).is_ok());
 }
+
+#[test]
+fn a_bad_period_schedule_is_located_at_its_line() {
+    let text = BASE.replace(
+        "min_instances: 1",
+        "min_instances: 1\n  periods:\n    - schedule: [\"* * * *\"]\n      idle_count: 2",
+    );
+    let e = err(&text);
+    assert!(e.contains("`* * * *` is not a cron expression"), "{e}");
+    assert!(e.contains("stacks/x.yaml:13:"), "{e}");
+}

@@ -55,12 +55,14 @@ impl Policy for PendingJobsPolicy {
                     desired: want,
                     reason: format!("{pending} pending + {running} running jobs"),
                     may_scale_in: true,
+                    actions: Vec::new(),
                 }
             }
             fleet_core::ci::Demand::Unknown { reason } => Decision {
                 desired: c.min_instances,
                 reason: format!("demand unknown: {reason}"),
                 may_scale_in: false,
+                actions: Vec::new(),
             },
         }
     }

@@ -283,6 +283,9 @@ fn validate(l: &LoadedStack) -> Result<(), StackError> {
             "a VM must run at least one job",
         );
     }
+    if let Err(e) = crate::autoscale::Settings::from_config(p) {
+        return invalid(&e.path, e.message, &e.hint);
+    }
     if s.apply.concurrency == 0 {
         return invalid(
             "apply.concurrency",

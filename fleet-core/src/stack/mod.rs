@@ -231,6 +231,58 @@ pub struct PolicyConfig {
     /// Jobs one VM runs at once (the runner's `concurrent`).
     #[serde(default = "default_one")]
     pub capacity_per_instance: u32,
+    /// Spare job slots kept running (GitLab's `idle_count`, counted in slots).
+    #[serde(default)]
+    pub idle_count: u32,
+    /// How long a VM stays running idle before it is stopped or retired.
+    #[serde(
+        default = "crate::autoscale::settings::default_idle_time",
+        with = "duration_serde"
+    )]
+    pub idle_time: Duration,
+    /// Spare slots as a factor of slots in use, when more than `idle_count` (0: off).
+    #[serde(default)]
+    pub scale_factor: f64,
+    /// Cap on what `scale_factor` asks for (0: no cap).
+    #[serde(default)]
+    pub scale_factor_limit: u32,
+    /// VMs being created or started at once (0: no limit).
+    #[serde(default)]
+    pub max_growth_rate: u32,
+    /// Jobs after which a VM is retired (0: no limit).
+    #[serde(default)]
+    pub max_use_count: u32,
+    /// Stopped, already provisioned VMs kept at least, resumed on demand.
+    #[serde(default)]
+    pub stopped_count: u32,
+    /// Stopped VMs kept at most; 0 never stops VMs (clouds that bill stopped VMs).
+    /// Defaults to `max_instances`.
+    #[serde(default)]
+    pub stopped_max: Option<u32>,
+    /// How long a stopped VM above `stopped_count` is kept after its last job.
+    #[serde(
+        default = "crate::autoscale::settings::default_stopped_time",
+        with = "duration_serde"
+    )]
+    pub stopped_time: Duration,
+    /// Expected time from create to ready, used to choose between starting and creating.
+    #[serde(
+        default = "crate::autoscale::settings::default_boot_time",
+        with = "duration_serde"
+    )]
+    pub boot_time: Duration,
+    /// Expected time from start to ready.
+    #[serde(
+        default = "crate::autoscale::settings::default_resume_time",
+        with = "duration_serde"
+    )]
+    pub resume_time: Duration,
+    /// How the cloud bills running VMs.
+    #[serde(default)]
+    pub billing: crate::autoscale::BillingConfig,
+    /// Settings that override these on a schedule; the last matching entry wins.
+    #[serde(default)]
+    pub periods: Vec<crate::autoscale::PeriodConfig>,
 }
 
 impl Default for PolicyConfig {
@@ -239,6 +291,19 @@ impl Default for PolicyConfig {
             min_instances: 0,
             max_instances: default_max_instances(),
             capacity_per_instance: 1,
+            idle_count: 0,
+            idle_time: crate::autoscale::settings::default_idle_time(),
+            scale_factor: 0.0,
+            scale_factor_limit: 0,
+            max_growth_rate: 0,
+            max_use_count: 0,
+            stopped_count: 0,
+            stopped_max: None,
+            stopped_time: crate::autoscale::settings::default_stopped_time(),
+            boot_time: crate::autoscale::settings::default_boot_time(),
+            resume_time: crate::autoscale::settings::default_resume_time(),
+            billing: crate::autoscale::BillingConfig::default(),
+            periods: Vec::new(),
         }
     }
 }

@@ -1,0 +1,464 @@
+//! The demand policy's settings as the stack declares them (`policy:`), and the settings in
+//! force at one moment once `periods` are applied.
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use chrono::{DateTime, DurationRound, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::stack::{duration_serde, PolicyConfig};
+
+/// How the cloud bills a running VM (`policy.billing`).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BillingConfig {
+    /// `second` (billed per second with a minimum per start) or `hour` (each started hour).
+    #[serde(default)]
+    pub per: BillingUnit,
+    /// For per-second billing: the least a start is billed.
+    #[serde(default = "default_billing_minimum", with = "duration_serde")]
+    pub minimum: Duration,
+    /// For hourly billing: retire or stop an idle VM only this close to its next paid hour.
+    #[serde(default = "default_billing_margin", with = "duration_serde")]
+    pub margin: Duration,
+}
+
+impl Default for BillingConfig {
+    fn default() -> Self {
+        BillingConfig {
+            per: BillingUnit::Second,
+            minimum: default_billing_minimum(),
+            margin: default_billing_margin(),
+        }
+    }
+}
+
+/// The unit a cloud bills running VMs in.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BillingUnit {
+    /// Per second, with `minimum` per start (AWS, GCP, Azure).
+    #[default]
+    Second,
+    /// Per started hour (Hetzner and older clouds).
+    Hour,
+}
+
+/// One `policy.periods[]` entry: settings that override the defaults while a cron schedule
+/// matches. The last matching entry wins, as in GitLab's autoscalers.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PeriodConfig {
+    /// Cron expressions (`minute hour day-of-month month day-of-week`); the entry applies in
+    /// every minute one of them matches.
+    pub schedule: Vec<String>,
+    /// IANA time zone the schedule is read in (`Europe/Berlin`); UTC when absent.
+    #[serde(default = "default_timezone")]
+    pub timezone: String,
+    /// Overrides `policy.min_instances`.
+    #[serde(default)]
+    pub min_instances: Option<u32>,
+    /// Overrides `policy.idle_count`.
+    #[serde(default)]
+    pub idle_count: Option<u32>,
+    /// Overrides `policy.idle_time`.
+    #[serde(default, with = "opt_duration")]
+    pub idle_time: Option<Duration>,
+    /// Overrides `policy.scale_factor`.
+    #[serde(default)]
+    pub scale_factor: Option<f64>,
+    /// Overrides `policy.scale_factor_limit`.
+    #[serde(default)]
+    pub scale_factor_limit: Option<u32>,
+    /// Overrides `policy.stopped_count`.
+    #[serde(default)]
+    pub stopped_count: Option<u32>,
+    /// Overrides `policy.stopped_time`.
+    #[serde(default, with = "opt_duration")]
+    pub stopped_time: Option<Duration>,
+}
+
+mod opt_duration {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+        #[derive(Deserialize)]
+        struct W(#[serde(with = "crate::stack::duration_serde")] Duration);
+        Ok(Option::<W>::deserialize(d)?.map(|w| w.0))
+    }
+
+    pub fn serialize<S: Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
+        match d {
+            Some(d) => crate::stack::duration_serde::serialize(d, s),
+            None => s.serialize_none(),
+        }
+    }
+}
+
+pub(crate) fn default_idle_time() -> Duration {
+    Duration::from_secs(60)
+}
+pub(crate) fn default_stopped_time() -> Duration {
+    Duration::from_secs(30 * 60)
+}
+pub(crate) fn default_boot_time() -> Duration {
+    Duration::from_secs(90)
+}
+pub(crate) fn default_resume_time() -> Duration {
+    Duration::from_secs(30)
+}
+fn default_billing_minimum() -> Duration {
+    Duration::from_secs(60)
+}
+fn default_billing_margin() -> Duration {
+    Duration::from_secs(180)
+}
+fn default_timezone() -> String {
+    "UTC".into()
+}
+
+/// A problem with the policy settings; the stack loader turns it into a located error.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SettingsProblem {
+    /// Dotted path of the offending key (`policy.periods[0].schedule[1]`).
+    pub path: String,
+    /// What is wrong.
+    pub message: String,
+    /// What to do.
+    pub hint: String,
+}
+
+/// A compiled `periods[]` entry.
+#[derive(Debug, Clone)]
+struct Period {
+    crons: Vec<croner::Cron>,
+    tz: chrono_tz::Tz,
+    config: PeriodConfig,
+}
+
+/// The settings in force at one moment: `policy:` with the matching `periods` applied.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Effective {
+    /// Never fewer running VMs than this.
+    pub min_instances: u32,
+    /// Never more VMs (running or stopped) than this.
+    pub max_instances: u32,
+    /// Job slots per VM.
+    pub capacity_per_instance: u32,
+    /// Spare job slots kept running.
+    pub idle_count: u32,
+    /// How long a VM stays running idle before it is stopped or retired.
+    pub idle_time: Duration,
+    /// Spare slots as a factor of slots in use (0: off).
+    pub scale_factor: f64,
+    /// Cap on the spare slots `scale_factor` asks for (0: no cap).
+    pub scale_factor_limit: u32,
+    /// VMs created or started at once (0: no limit).
+    pub max_growth_rate: u32,
+    /// Jobs after which a VM is retired (0: no limit).
+    pub max_use_count: u32,
+    /// Stopped VMs kept at least (pre-provisioned when short).
+    pub stopped_count: u32,
+    /// Stopped VMs kept at most (0: never stop VMs, for clouds that bill stopped VMs).
+    pub stopped_max: u32,
+    /// How long a stopped VM above `stopped_count` is kept after its last job.
+    pub stopped_time: Duration,
+    /// Expected time from create to ready.
+    pub boot_time: Duration,
+    /// Expected time from start to ready.
+    pub resume_time: Duration,
+    /// How the cloud bills.
+    pub billing: BillingConfig,
+    /// Index of the `periods[]` entry in force, if any.
+    pub period: Option<usize>,
+}
+
+/// The policy settings, checked and with their schedules compiled.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    base: Effective,
+    periods: Vec<Period>,
+}
+
+impl Settings {
+    /// Checks and compiles the stack's `policy:` section.
+    pub fn from_config(c: &PolicyConfig) -> Result<Settings, SettingsProblem> {
+        let problem = |path: String, message: String, hint: &str| SettingsProblem {
+            path,
+            message,
+            hint: hint.into(),
+        };
+        let factor_ok = |f: f64| f.is_finite() && f >= 0.0;
+        if !factor_ok(c.scale_factor) {
+            return Err(problem(
+                "policy.scale_factor".into(),
+                format!(
+                    "scale_factor {} is not a number of 0 or more",
+                    c.scale_factor
+                ),
+                "use 0 to turn it off, or a factor like 0.5",
+            ));
+        }
+        let stopped_max = c.stopped_max.unwrap_or(c.max_instances);
+        if c.stopped_count > stopped_max {
+            return Err(problem(
+                "policy.stopped_count".into(),
+                format!(
+                    "stopped_count ({}) is greater than stopped_max ({stopped_max})",
+                    c.stopped_count
+                ),
+                "lower stopped_count or raise stopped_max (it defaults to max_instances)",
+            ));
+        }
+        if stopped_max > c.max_instances {
+            return Err(problem(
+                "policy.stopped_max".into(),
+                format!(
+                    "stopped_max ({stopped_max}) is greater than max_instances ({})",
+                    c.max_instances
+                ),
+                "stopped VMs count towards max_instances",
+            ));
+        }
+        if c.billing.per == BillingUnit::Hour && c.billing.margin >= Duration::from_secs(3600) {
+            return Err(problem(
+                "policy.billing.margin".into(),
+                "billing.margin is an hour or more".into(),
+                "use a few minutes, like 3m",
+            ));
+        }
+        let mut periods = Vec::with_capacity(c.periods.len());
+        for (i, p) in c.periods.iter().enumerate() {
+            if p.schedule.is_empty() {
+                return Err(problem(
+                    format!("policy.periods[{i}].schedule"),
+                    "period has no schedule".into(),
+                    "list at least one cron expression, like \"* 8-18 * * mon-fri\"",
+                ));
+            }
+            let mut crons = Vec::with_capacity(p.schedule.len());
+            for (j, text) in p.schedule.iter().enumerate() {
+                let cron = croner::Cron::from_str(text).map_err(|e| {
+                    problem(
+                        format!("policy.periods[{i}].schedule[{j}]"),
+                        format!("`{text}` is not a cron expression ({e})"),
+                        "write minute hour day-of-month month day-of-week, like \"* 8-18 * * mon-fri\"",
+                    )
+                })?;
+                crons.push(cron);
+            }
+            let tz = chrono_tz::Tz::from_str(&p.timezone).map_err(|_| {
+                problem(
+                    format!("policy.periods[{i}].timezone"),
+                    format!("`{}` is not a known time zone", p.timezone),
+                    "use an IANA name like `UTC` or `Europe/Berlin`",
+                )
+            })?;
+            if let Some(f) = p.scale_factor {
+                if !factor_ok(f) {
+                    return Err(problem(
+                        format!("policy.periods[{i}].scale_factor"),
+                        format!("scale_factor {f} is not a number of 0 or more"),
+                        "use 0 to turn it off, or a factor like 0.5",
+                    ));
+                }
+            }
+            if p.min_instances.unwrap_or(0) > c.max_instances {
+                return Err(problem(
+                    format!("policy.periods[{i}].min_instances"),
+                    "period min_instances is greater than policy.max_instances".into(),
+                    "lower it or raise max_instances",
+                ));
+            }
+            if p.stopped_count.unwrap_or(0) > stopped_max {
+                return Err(problem(
+                    format!("policy.periods[{i}].stopped_count"),
+                    format!("period stopped_count is greater than stopped_max ({stopped_max})"),
+                    "lower it or raise stopped_max",
+                ));
+            }
+            periods.push(Period {
+                crons,
+                tz,
+                config: p.clone(),
+            });
+        }
+        Ok(Settings {
+            base: Effective {
+                min_instances: c.min_instances,
+                max_instances: c.max_instances,
+                capacity_per_instance: c.capacity_per_instance.max(1),
+                idle_count: c.idle_count,
+                idle_time: c.idle_time,
+                scale_factor: c.scale_factor,
+                scale_factor_limit: c.scale_factor_limit,
+                max_growth_rate: c.max_growth_rate,
+                max_use_count: c.max_use_count,
+                stopped_count: c.stopped_count,
+                stopped_max,
+                stopped_time: c.stopped_time,
+                boot_time: c.boot_time,
+                resume_time: c.resume_time,
+                billing: c.billing,
+                period: None,
+            },
+            periods,
+        })
+    }
+
+    /// The settings without any period applied.
+    pub fn base(&self) -> &Effective {
+        &self.base
+    }
+
+    /// Whether any `periods` are declared (callers may cache [`Settings::at`] per minute).
+    pub fn has_periods(&self) -> bool {
+        !self.periods.is_empty()
+    }
+
+    /// The settings in force at `now`: the last period whose schedule matches the minute of
+    /// `now` in its time zone overrides the base settings.
+    pub fn at(&self, now: DateTime<Utc>) -> Effective {
+        let minute = now
+            .duration_trunc(chrono::TimeDelta::minutes(1))
+            .unwrap_or(now);
+        let hit = self.periods.iter().enumerate().rev().find(|(_, p)| {
+            let local = minute.with_timezone(&p.tz);
+            p.crons
+                .iter()
+                .any(|c| c.is_time_matching(&local).unwrap_or(false))
+        });
+        let mut e = self.base.clone();
+        if let Some((i, p)) = hit {
+            let o = &p.config;
+            e.period = Some(i);
+            if let Some(v) = o.min_instances {
+                e.min_instances = v;
+            }
+            if let Some(v) = o.idle_count {
+                e.idle_count = v;
+            }
+            if let Some(v) = o.idle_time {
+                e.idle_time = v;
+            }
+            if let Some(v) = o.scale_factor {
+                e.scale_factor = v;
+            }
+            if let Some(v) = o.scale_factor_limit {
+                e.scale_factor_limit = v;
+            }
+            if let Some(v) = o.stopped_count {
+                e.stopped_count = v;
+            }
+            if let Some(v) = o.stopped_time {
+                e.stopped_time = v;
+            }
+        }
+        e
+    }
+}
+
+impl Effective {
+    /// Spare job slots to keep running for `in_use` busy slots: `idle_count`, or
+    /// `scale_factor` x in-use capped by `scale_factor_limit` when that is more.
+    pub fn idle_slots(&self, in_use: u32) -> u32 {
+        let mut by_factor = (self.scale_factor * f64::from(in_use)).ceil() as u32;
+        if self.scale_factor_limit > 0 {
+            by_factor = by_factor.min(self.scale_factor_limit);
+        }
+        self.idle_count.max(by_factor)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use chrono::TimeZone;
+
+    use super::*;
+
+    fn config_with(periods: Vec<PeriodConfig>) -> PolicyConfig {
+        PolicyConfig {
+            idle_count: 1,
+            periods,
+            ..PolicyConfig::default()
+        }
+    }
+
+    fn period(schedule: &str, tz: &str, idle_count: u32) -> PeriodConfig {
+        PeriodConfig {
+            schedule: vec![schedule.into()],
+            timezone: tz.into(),
+            min_instances: None,
+            idle_count: Some(idle_count),
+            idle_time: None,
+            scale_factor: None,
+            scale_factor_limit: None,
+            stopped_count: None,
+            stopped_time: None,
+        }
+    }
+
+    #[test]
+    fn periods_override_by_schedule_in_their_time_zone() {
+        // Working hours in Berlin: 8:00-17:59 Monday to Friday.
+        let s = Settings::from_config(&config_with(vec![period(
+            "* 8-17 * * mon-fri",
+            "Europe/Berlin",
+            5,
+        )]))
+        .unwrap();
+        // Wednesday 2019-10-02 06:30 UTC is 08:30 in Berlin (CEST, UTC+2): in the period.
+        let wed = Utc.with_ymd_and_hms(2019, 10, 2, 6, 30, 17).unwrap();
+        assert_eq!(s.at(wed).idle_count, 5);
+        assert_eq!(s.at(wed).period, Some(0));
+        // 05:30 UTC is 07:30 in Berlin: outside, although 8-17 would match in UTC terms... not
+        // here, but 16:30 UTC (18:30 Berlin) would match in UTC and must not in Berlin.
+        let early = Utc.with_ymd_and_hms(2019, 10, 2, 5, 30, 0).unwrap();
+        assert_eq!(s.at(early).idle_count, 1);
+        let evening = Utc.with_ymd_and_hms(2019, 10, 2, 16, 30, 0).unwrap();
+        assert_eq!(s.at(evening).idle_count, 1);
+        // Saturday: outside.
+        let sat = Utc.with_ymd_and_hms(2019, 10, 5, 9, 0, 0).unwrap();
+        assert_eq!(s.at(sat).idle_count, 1);
+    }
+
+    #[test]
+    fn the_last_matching_period_wins() {
+        let s = Settings::from_config(&config_with(vec![
+            period("* * * * *", "UTC", 2),
+            period("* * * * sat,sun", "UTC", 0),
+        ]))
+        .unwrap();
+        let fri = Utc.with_ymd_and_hms(2019, 10, 4, 12, 0, 0).unwrap();
+        let sun = Utc.with_ymd_and_hms(2019, 10, 6, 12, 0, 0).unwrap();
+        assert_eq!(s.at(fri).idle_count, 2);
+        assert_eq!(s.at(sun).idle_count, 0);
+        assert_eq!(s.at(sun).period, Some(1));
+    }
+
+    #[test]
+    fn bad_cron_and_zone_are_located() {
+        let e = Settings::from_config(&config_with(vec![period("* * * *", "UTC", 1)])).unwrap_err();
+        assert_eq!(e.path, "policy.periods[0].schedule[0]");
+        let e = Settings::from_config(&config_with(vec![period("* * * * *", "Mars/Olympus", 1)]))
+            .unwrap_err();
+        assert_eq!(e.path, "policy.periods[0].timezone");
+    }
+
+    #[test]
+    fn idle_slots_follow_gitlab_meaning() {
+        let mut e = Settings::from_config(&PolicyConfig::default())
+            .unwrap()
+            .base()
+            .clone();
+        e.idle_count = 2;
+        e.scale_factor = 0.5;
+        assert_eq!(e.idle_slots(0), 2);
+        assert_eq!(e.idle_slots(10), 5);
+        e.scale_factor_limit = 3;
+        assert_eq!(e.idle_slots(10), 3);
+    }
+}

@@ -1,0 +1,121 @@
+//! Baselines and the oracle pinned on tiny hand-checked traces.
+
+use super::*;
+
+fn trace(jobs: &[(i64, u32)]) -> Trace {
+    Trace {
+        jobs: jobs
+            .iter()
+            .map(|&(queued_at, duration_s)| Job {
+                queued_at,
+                duration_s,
+            })
+            .collect(),
+    }
+}
+
+fn dm(idle_count: u32) -> PolicySpec {
+    PolicySpec::DockerMachine(DockerMachine {
+        idle_count,
+        idle_time_s: 600,
+        ..DockerMachine::default()
+    })
+}
+
+#[test]
+fn docker_machine_idle_count_zero_creates_on_demand_so_a_job_waits_the_boot() {
+    let model = Model::default();
+    let m = run(&trace(&[(1000, 60)]), &model, &dm(0), None);
+    assert_eq!(m.wait_max_s, 90.0);
+    assert_eq!(m.launches, 1);
+    // A second job after the first ended, within IdleTime, reuses the idle machine.
+    let m = run(&trace(&[(1000, 60), (1300, 60)]), &model, &dm(0), None);
+    assert_eq!(m.launches, 1);
+    assert_eq!(m.wait_p50_s, 0.0);
+    assert_eq!(m.wait_max_s, 90.0);
+}
+
+#[test]
+fn docker_machine_only_refills_the_idle_target_however_long_the_queue() {
+    // IdleCount = 2 and five jobs at once: machines come two at a time, each pair created
+    // when the previous pair was taken. Waits: 90, 90, 180, 180, 270.
+    let model = Model::default();
+    let jobs: Vec<(i64, u32)> = (0..5).map(|_| (1000, 3600)).collect();
+    let m = run(&trace(&jobs), &model, &dm(2), None);
+    assert_eq!(m.wait_p50_s, 180.0);
+    assert_eq!(m.wait_max_s, 270.0);
+    assert_eq!(
+        m.launches, 7,
+        "five for the jobs and two idle ones left at the end"
+    );
+}
+
+#[test]
+fn taskscaler_counts_idle_count_in_job_slots() {
+    let model = Model {
+        capacity: 4,
+        ..Model::default()
+    };
+    let ts = |idle_count| {
+        PolicySpec::Taskscaler(Taskscaler {
+            idle_count,
+            capacity_per_instance: 4,
+            ..Taskscaler::default()
+        })
+    };
+    // One waiting job plus 3 idle slots fit one 4-slot instance; plus 4 idle slots need two.
+    let t = trace(&[(1000, 30)]);
+    assert_eq!(run(&t, &model, &ts(3), None).launches, 1);
+    assert_eq!(run(&t, &model, &ts(4), None).launches, 2);
+    // It reacts on its update loop: 2 s after the job is seen waiting, then the boot.
+    assert_eq!(run(&t, &model, &ts(3), None).wait_max_s, 92.0);
+}
+
+#[test]
+fn oracle_reuses_a_vm_across_a_gap_shorter_than_a_boot() {
+    let model = Model::default();
+    // Gap of 40 s between the first job's end and the second's arrival (too short to stop
+    // for 15 s and resume for 30 s): kept running, no second boot.
+    let m = oracle(&trace(&[(0, 100), (140, 100)]), &model);
+    assert_eq!(m.launches, 1);
+    assert_eq!(m.starts, 0);
+    assert_eq!(m.wait_max_s, 0.0);
+    let secs = 90.0 + 100.0 + 40.0 + 100.0;
+    assert!((m.cost - secs / 3600.0).abs() < 1e-9, "{}", m.cost);
+    // A gap of 1000 s: stopping and resuming just in time is cheaper than idling or booting.
+    let m = oracle(&trace(&[(0, 100), (1100, 100)]), &model);
+    assert_eq!((m.launches, m.starts), (1, 1));
+    // Two overlapping jobs need two VMs.
+    let m = oracle(&trace(&[(0, 100), (10, 100)]), &model);
+    assert_eq!(m.launches, 2);
+    assert_eq!(m.peak_instances, 2);
+}
+
+#[test]
+fn fixed_fleet_never_waits_when_large_enough_and_queues_when_not() {
+    let model = Model::default();
+    let jobs = trace(&[(1000, 100), (1000, 100), (1000, 100)]);
+    let m = run(&jobs, &model, &PolicySpec::Fixed(3), None);
+    assert_eq!(m.wait_max_s, 0.0);
+    let m = run(&jobs, &model, &PolicySpec::Fixed(1), None);
+    assert_eq!(m.wait_max_s, 200.0);
+}
+
+#[test]
+fn fleet_resumes_stopped_vms_for_a_burst() {
+    use crate::stack::PolicyConfig;
+    let config = PolicyConfig {
+        max_instances: 50,
+        stopped_count: 3,
+        ..PolicyConfig::default()
+    };
+    let s = crate::autoscale::Settings::from_config(&config).unwrap();
+    let model = Model::default();
+    // A lone job first (waits a boot; the pool is refilled meanwhile), then a burst of
+    // three an hour later: served from the stopped pool in resume time.
+    let jobs = trace(&[(0, 60), (3600, 60), (3600, 60), (3600, 60)]);
+    let m = run(&jobs, &model, &PolicySpec::Fleet(Box::new(s)), None);
+    assert_eq!(m.wait_max_s, 90.0);
+    assert_eq!(m.wait_p50_s, 30.0);
+    assert!(m.starts >= 3, "{m:?}");
+}
