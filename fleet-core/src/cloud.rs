@@ -104,6 +104,16 @@ pub struct DeleteOutcome {
     pub failed: Vec<(String, CloudError)>,
 }
 
+/// Result of a batch stop or start, per cloud id.
+#[derive(Debug, Default)]
+pub struct PowerOutcome {
+    /// Ids now stopping or stopped (for a stop), starting or running (for a start),
+    /// including ones that already were.
+    pub changed: Vec<String>,
+    /// Ids that failed, with why.
+    pub failed: Vec<(String, CloudError)>,
+}
+
 /// Errors from clouds.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum CloudError {
@@ -220,6 +230,39 @@ pub trait Cloud: Send + Sync {
         kind: &str,
         cloud_id: &str,
     ) -> Result<(), CloudError>;
+
+    /// Whether this cloud can stop instances and start them again, keeping their disks and
+    /// not billing their compute while stopped. Clouds that bill stopped VMs say no, and
+    /// the policy keeps running spares instead.
+    fn can_stop(&self) -> bool {
+        false
+    }
+
+    /// Stops a batch of instances in one call per batch.
+    async fn stop_instances(
+        &self,
+        scope: &Scope,
+        ids: &[String],
+    ) -> Result<PowerOutcome, CloudError> {
+        let _ = (scope, ids);
+        Err(CloudError::Unsupported {
+            provider: self.name().to_string(),
+            what: "stopping instances".into(),
+        })
+    }
+
+    /// Starts a batch of stopped instances in one call per batch.
+    async fn start_instances(
+        &self,
+        scope: &Scope,
+        ids: &[String],
+    ) -> Result<PowerOutcome, CloudError> {
+        let _ = (scope, ids);
+        Err(CloudError::Unsupported {
+            provider: self.name().to_string(),
+            what: "starting instances".into(),
+        })
+    }
 
     /// Looks up one instance by cloud id, tagged or not (for `state import`).
     async fn describe_instance(

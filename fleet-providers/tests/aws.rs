@@ -2,7 +2,7 @@
 //! emulator (moto). `make test` starts it and exports AWS_ENDPOINT_URL; run alone, these
 //! tests fail and say so rather than skip.
 
-use fleet_core::state::{StateBackend, StateError};
+use fleet_core::state::{Lifecycle, StateBackend, StateError};
 use fleet_core::testing::{backend_conformance, cloud_conformance, lock_info};
 use fleet_providers::aws::{sdk_config, AwsCloud, AwsSettings, CallCounter, S3Backend, S3Settings};
 
@@ -439,4 +439,68 @@ async fn a_spot_fleet_short_of_capacity_falls_back_to_on_demand() {
     assert!(out.failed.is_empty(), "{:?}", out.failed);
     assert_eq!(proxy.injected(), 1);
     assert_eq!(markets(&s.stack).await, ["on-demand"; 2]);
+}
+
+#[tokio::test]
+async fn instances_stop_and_start_again_keeping_their_ids() {
+    let c = cloud().await;
+    assert!(c.can_stop(), "EC2 does not bill stopped instances' compute");
+    let s = scope(&unique("power"));
+    let (token, reqs) = requests(&s, 2);
+    let made = c.create_instances(&s, &token, &reqs).await.unwrap();
+    let ids: Vec<String> = made.created.iter().map(|o| o.cloud_id.clone()).collect();
+    let lifecycles = |o: fleet_core::cloud::Observed| {
+        let mut v: Vec<(String, Lifecycle)> = o
+            .instances
+            .into_iter()
+            .map(|i| (i.cloud_id, i.lifecycle))
+            .collect();
+        v.sort_by(|a, b| a.0.cmp(&b.0));
+        v
+    };
+
+    let stopped = c.stop_instances(&s, &ids).await.unwrap();
+    assert!(stopped.failed.is_empty(), "{:?}", stopped.failed);
+    assert_eq!(stopped.changed.len(), 2);
+    let seen = lifecycles(c.observe(&s).await.unwrap());
+    assert_eq!(
+        seen.len(),
+        2,
+        "stopped instances are still observed: {seen:?}"
+    );
+    assert!(
+        seen.iter()
+            .all(|(_, l)| matches!(l, Lifecycle::Stopping | Lifecycle::Stopped)),
+        "{seen:?}"
+    );
+
+    let started = c.start_instances(&s, &ids).await.unwrap();
+    assert!(started.failed.is_empty(), "{:?}", started.failed);
+    let seen = lifecycles(c.observe(&s).await.unwrap());
+    let mut same: Vec<String> = seen.iter().map(|(id, _)| id.clone()).collect();
+    let mut want = ids.clone();
+    same.sort();
+    want.sort();
+    assert_eq!(same, want, "a start keeps the instances and their ids");
+    assert!(
+        seen.iter()
+            .all(|(_, l)| matches!(l, Lifecycle::Booting | Lifecycle::Running)),
+        "{seen:?}"
+    );
+    c.delete_instances(&s, &ids).await.unwrap();
+}
+
+#[tokio::test]
+async fn clouds_that_cannot_stop_say_so() {
+    let cloud = fleet_core::testing::MemoryCloud::default();
+    assert!(!cloud.can_stop());
+    let e = cloud
+        .stop_instances(&scope("x"), &["i-1".to_string()])
+        .await
+        .unwrap_err();
+    assert!(
+        e.to_string()
+            .contains("does not support stopping instances"),
+        "{e}"
+    );
 }

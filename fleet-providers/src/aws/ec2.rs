@@ -29,7 +29,7 @@ use serde::Deserialize;
 
 use fleet_core::cloud::{
     Cloud, CloudError, CreateInstance, CreateOutcome, DeleteOutcome, Detail, Observed,
-    ObservedInstance, ObservedResource, Scope,
+    ObservedInstance, ObservedResource, PowerOutcome, Scope,
 };
 use fleet_core::naming::{self, tags};
 use fleet_core::resource::ResourceSpec;
@@ -532,6 +532,61 @@ impl AwsCloud {
     }
 }
 
+#[derive(Clone, Copy)]
+enum Power {
+    Stop,
+    Start,
+}
+
+impl AwsCloud {
+    /// `StopInstances` or `StartInstances`, up to 1,000 ids per call. When EC2 refuses a
+    /// chunk because one instance is in the wrong state (`IncorrectInstanceState`), the
+    /// chunk is retried id by id, so one booting instance does not hold back the others.
+    async fn power(&self, what: Power, ids: &[String]) -> Result<PowerOutcome, CloudError> {
+        let operation = match what {
+            Power::Stop => "StopInstances",
+            Power::Start => "StartInstances",
+        };
+        let call = |ids: Vec<String>| {
+            let ec2 = self.ec2.clone();
+            async move {
+                match what {
+                    Power::Stop => ec2
+                        .stop_instances()
+                        .set_instance_ids(Some(ids))
+                        .send()
+                        .await
+                        .map(|_| ())
+                        .map_err(|e| errors::map(operation, e)),
+                    Power::Start => ec2
+                        .start_instances()
+                        .set_instance_ids(Some(ids))
+                        .send()
+                        .await
+                        .map(|_| ())
+                        .map_err(|e| errors::map(operation, e)),
+                }
+            }
+        };
+        let mut out = PowerOutcome::default();
+        for chunk in ids.chunks(INSTANCE_BATCH) {
+            match call(chunk.to_vec()).await {
+                Ok(()) => out.changed.extend(chunk.iter().cloned()),
+                Err(e) if errors::code(&e) == Some("IncorrectInstanceState") && chunk.len() > 1 => {
+                    for id in chunk {
+                        match call(vec![id.clone()]).await {
+                            Ok(()) => out.changed.push(id.clone()),
+                            Err(e) => out.failed.push((id.clone(), e)),
+                        }
+                    }
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(out)
+    }
+}
+
 fn tag_map(tags_: &[Tag]) -> BTreeMap<&str, &str> {
     tags_
         .iter()
@@ -855,6 +910,26 @@ impl Cloud for AwsCloud {
                 }
             }
         }
+    }
+
+    fn can_stop(&self) -> bool {
+        true
+    }
+
+    async fn stop_instances(
+        &self,
+        _scope: &Scope,
+        ids: &[String],
+    ) -> Result<PowerOutcome, CloudError> {
+        self.power(Power::Stop, ids).await
+    }
+
+    async fn start_instances(
+        &self,
+        _scope: &Scope,
+        ids: &[String],
+    ) -> Result<PowerOutcome, CloudError> {
+        self.power(Power::Start, ids).await
     }
 
     async fn describe_instance(
