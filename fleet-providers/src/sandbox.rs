@@ -24,7 +24,7 @@ use serde::{Deserialize, Serialize};
 
 use fleet_core::cloud::{
     Cloud, CloudError, CreateInstance, CreateOutcome, DeleteOutcome, Detail, Observed,
-    ObservedInstance, ObservedResource, Scope,
+    ObservedInstance, ObservedResource, PowerOutcome, Scope,
 };
 use fleet_core::naming::{self, tags};
 use fleet_core::resource::ResourceSpec;
@@ -38,6 +38,9 @@ pub struct SandboxSettings {
     /// Time from create until an instance reports `running`.
     #[serde(default = "default_boot", with = "duration_serde")]
     pub boot_time: Duration,
+    /// Time from start (of a stopped instance) until it reports `running` again.
+    #[serde(default = "default_resume", with = "duration_serde")]
+    pub resume_time: Duration,
     /// Delay added to every call.
     #[serde(default, with = "duration_serde")]
     pub latency: Duration,
@@ -64,6 +67,9 @@ pub struct SandboxSettings {
 
 fn default_boot() -> Duration {
     Duration::from_secs(5)
+}
+fn default_resume() -> Duration {
+    Duration::from_secs(2)
 }
 fn default_seed() -> u64 {
     1
@@ -99,6 +105,12 @@ pub struct SandboxInstance {
     /// When it was terminated.
     #[serde(default)]
     pub terminated_at: Option<DateTime<Utc>>,
+    /// When it was stopped, while it is stopped.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stopped_at: Option<DateTime<Utc>>,
+    /// When it was last started again after a stop.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started_at: Option<DateTime<Utc>>,
 }
 
 /// A supporting resource in the sandbox.
@@ -321,12 +333,85 @@ impl SandboxCloud {
         }
     }
 
+    /// Stops or starts (`operation`) instances of `scope`. Stopping a stopped instance or
+    /// starting a running one changes nothing and counts as done; a terminated or unknown
+    /// instance, or one still booting, is refused, as EC2 refuses it.
+    async fn power(
+        &self,
+        scope: &Scope,
+        ids: &[String],
+        operation: &str,
+    ) -> Result<PowerOutcome, CloudError> {
+        let injection = self.enter(operation).await;
+        if let Injection::Before = injection {
+            return Err(self.injected(operation));
+        }
+        let now = Utc::now();
+        let out = self.with_world(true, |w| {
+            let mut out = PowerOutcome::default();
+            for id in ids {
+                let found = w
+                    .instances
+                    .iter_mut()
+                    .find(|i| &i.id == id && in_stack(&i.tags, &scope.stack));
+                let Some(i) = found else {
+                    out.failed.push((
+                        id.clone(),
+                        self.error(
+                            operation,
+                            "InvalidInstanceID.NotFound",
+                            format!("{id} is not an instance of stack {}", scope.stack),
+                            false,
+                        ),
+                    ));
+                    continue;
+                };
+                let lifecycle = self.observed(i, now).lifecycle;
+                let refused = match operation {
+                    "stop" => matches!(lifecycle, Lifecycle::Booting | Lifecycle::Terminated),
+                    _ => lifecycle == Lifecycle::Terminated,
+                };
+                if refused {
+                    out.failed.push((
+                        id.clone(),
+                        self.error(
+                            operation,
+                            "IncorrectInstanceState",
+                            format!("{id} is {}; it cannot {operation} now", lifecycle.as_str()),
+                            false,
+                        ),
+                    ));
+                    continue;
+                }
+                match operation {
+                    "stop" => {
+                        i.stopped_at.get_or_insert(now);
+                    }
+                    _ if i.stopped_at.is_some() => {
+                        i.stopped_at = None;
+                        i.started_at = Some(now);
+                    }
+                    _ => {}
+                }
+                out.changed.push(id.clone());
+            }
+            Ok(out)
+        })?;
+        if let Injection::After = injection {
+            return Err(self.injected(operation));
+        }
+        Ok(out)
+    }
+
     fn observed(&self, i: &SandboxInstance, now: DateTime<Utc>) -> ObservedInstance {
         let boot = chrono::Duration::from_std(self.settings.boot_time).unwrap_or_default();
-        let lifecycle = match i.terminated_at {
-            Some(_) => Lifecycle::Terminated,
-            None if now < i.launched_at + boot => Lifecycle::Booting,
-            None => Lifecycle::Running,
+        let resume = chrono::Duration::from_std(self.settings.resume_time).unwrap_or_default();
+        let lifecycle = match (i.terminated_at, i.stopped_at, i.started_at) {
+            (Some(_), _, _) => Lifecycle::Terminated,
+            (None, Some(_), _) => Lifecycle::Stopped,
+            (None, None, Some(t)) if now < t + resume => Lifecycle::Starting,
+            (None, None, None) if now < i.launched_at + boot => Lifecycle::Booting,
+            _ => Lifecycle::Running,
         };
         let n: u64 = i.id.trim_start_matches("sbx-").parse().unwrap_or(0);
         ObservedInstance {
@@ -483,6 +568,8 @@ impl Cloud for SandboxCloud {
                     instance_type: instance_type.clone(),
                     launched_at: now,
                     terminated_at: None,
+                    stopped_at: None,
+                    started_at: None,
                 };
                 out.created.push(self.observed(&i, now));
                 w.instances.push(i);
@@ -611,6 +698,26 @@ impl Cloud for SandboxCloud {
             w.resources.retain(|r| r.id != cloud_id);
             Ok(())
         })
+    }
+
+    fn can_stop(&self) -> bool {
+        true
+    }
+
+    async fn stop_instances(
+        &self,
+        scope: &Scope,
+        ids: &[String],
+    ) -> Result<PowerOutcome, CloudError> {
+        self.power(scope, ids, "stop").await
+    }
+
+    async fn start_instances(
+        &self,
+        scope: &Scope,
+        ids: &[String],
+    ) -> Result<PowerOutcome, CloudError> {
+        self.power(scope, ids, "start").await
     }
 
     async fn describe_instance(

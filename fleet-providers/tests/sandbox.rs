@@ -15,6 +15,7 @@ use fleet_providers::sandbox::{SandboxCloud, SandboxSettings};
 fn settings() -> SandboxSettings {
     SandboxSettings {
         boot_time: Duration::ZERO,
+        resume_time: Duration::ZERO,
         latency: Duration::ZERO,
         failure_rate: 0.0,
         seed: 1,
@@ -191,4 +192,61 @@ async fn converges_while_a_fifth_of_calls_fail() {
         "the run must actually have seen injected failures"
     );
     eprintln!("converged through 3 scale steps in {rounds} rounds with {failures} failed calls");
+}
+
+#[tokio::test]
+async fn instances_stop_and_start_again_keeping_their_ids() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = settings();
+    s.resume_time = Duration::from_secs(3600);
+    let cloud = SandboxCloud::new(s, dir.path().join("cloud.json"));
+    assert!(cloud.can_stop());
+    let scope = Scope {
+        stack: "s".into(),
+        lineage: "l".into(),
+    };
+    let made = cloud
+        .create_instances(&scope, "fb-test", &[request(&scope, &["small"])])
+        .await
+        .unwrap();
+    let id = made.created[0].cloud_id.clone();
+    let ids = vec![id.clone()];
+    let lifecycle = |o: fleet_core::cloud::Observed| o.instances[0].lifecycle;
+
+    let out = cloud.stop_instances(&scope, &ids).await.unwrap();
+    assert_eq!(out.changed, ids);
+    assert_eq!(
+        lifecycle(cloud.observe(&scope).await.unwrap()),
+        Lifecycle::Stopped
+    );
+    // Stopping again changes nothing and is not an error.
+    let again = cloud.stop_instances(&scope, &ids).await.unwrap();
+    assert_eq!(again.changed, ids);
+
+    cloud.start_instances(&scope, &ids).await.unwrap();
+    let seen = cloud.observe(&scope).await.unwrap();
+    assert_eq!(seen.instances[0].cloud_id, id, "a start keeps the instance");
+    assert_eq!(
+        seen.instances[0].lifecycle,
+        Lifecycle::Starting,
+        "it is starting for resume_time"
+    );
+
+    // Another stack's instance, and a terminated one, are refused by id.
+    let other = Scope {
+        stack: "other".into(),
+        lineage: "l".into(),
+    };
+    let out = cloud.stop_instances(&other, &ids).await.unwrap();
+    assert_eq!(out.failed.len(), 1, "{:?}", out.failed);
+    cloud.delete_instances(&scope, &ids).await.unwrap();
+    let out = cloud.start_instances(&scope, &ids).await.unwrap();
+    assert!(
+        out.failed[0]
+            .1
+            .to_string()
+            .contains("IncorrectInstanceState"),
+        "{:?}",
+        out.failed
+    );
 }
