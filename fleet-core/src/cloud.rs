@@ -155,6 +155,38 @@ pub enum CloudError {
 }
 
 impl CloudError {
+    /// A `Transient` error when `transient`, else a `Rejected` one: what a provider builds
+    /// from a cloud's answer once it has decided whether a retry may help.
+    pub fn new(
+        provider: &str,
+        operation: &str,
+        code: &str,
+        detail: impl Into<String>,
+        transient: bool,
+    ) -> CloudError {
+        let (provider, operation, code, detail) = (
+            provider.to_string(),
+            operation.to_string(),
+            code.to_string(),
+            Detail(detail.into()),
+        );
+        if transient {
+            CloudError::Transient {
+                provider,
+                operation,
+                code,
+                detail,
+            }
+        } else {
+            CloudError::Rejected {
+                provider,
+                operation,
+                code,
+                detail,
+            }
+        }
+    }
+
     /// Whether the request may have taken effect even though it failed.
     pub fn is_ambiguous(&self) -> bool {
         matches!(self, CloudError::Transient { .. })

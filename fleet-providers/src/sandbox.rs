@@ -23,8 +23,8 @@ use rand::{Rng, SeedableRng};
 use serde::{Deserialize, Serialize};
 
 use fleet_core::cloud::{
-    Cloud, CloudError, CreateInstance, CreateOutcome, DeleteOutcome, Detail, Observed,
-    ObservedInstance, ObservedResource, PowerOutcome, Scope,
+    Cloud, CloudError, CreateInstance, CreateOutcome, DeleteOutcome, Observed, ObservedInstance,
+    ObservedResource, PowerOutcome, Scope,
 };
 use fleet_core::naming::{self, tags};
 use fleet_core::resource::ResourceSpec;
@@ -194,27 +194,7 @@ impl SandboxCloud {
     }
 
     fn error(&self, operation: &str, code: &str, message: String, transient: bool) -> CloudError {
-        let (provider, operation, code, detail) = (
-            PROVIDER.to_string(),
-            operation.to_string(),
-            code.to_string(),
-            Detail(message),
-        );
-        if transient {
-            CloudError::Transient {
-                provider,
-                operation,
-                code,
-                detail,
-            }
-        } else {
-            CloudError::Rejected {
-                provider,
-                operation,
-                code,
-                detail,
-            }
-        }
+        CloudError::new(PROVIDER, operation, code, message, transient)
     }
 
     /// Runs `f` on the world under the sandbox's file lock, saving it if `write`.

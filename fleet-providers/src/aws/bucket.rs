@@ -14,7 +14,7 @@ use aws_sdk_s3::types::{
 };
 use serde::Deserialize;
 
-use fleet_core::cloud::{CloudError, Detail, ObservedResource, Scope};
+use fleet_core::cloud::{CloudError, ObservedResource, Scope};
 use fleet_core::naming::{self, tags};
 use fleet_core::resource::ResourceSpec;
 
@@ -85,12 +85,7 @@ impl BucketProperties {
 }
 
 fn rejected(operation: &str, code: &str, detail: String) -> CloudError {
-    CloudError::Rejected {
-        provider: "aws".into(),
-        operation: operation.into(),
-        code: code.into(),
-        detail: Detail(detail),
-    }
+    CloudError::new("aws", operation, code, detail, false)
 }
 
 /// The stack's cache buckets.

@@ -88,23 +88,13 @@ where
 /// An error named by code and message inside a successful answer (`CreateFleet` reports
 /// launch errors that way).
 pub fn from_code(operation: &str, code: &str, message: &str) -> CloudError {
-    let detail = Detail(format!("{message}; {}", advice(code)));
-    let (provider, operation, code) = ("aws".to_string(), operation.to_string(), code.to_string());
-    if TRANSIENT_CODES.contains(&code.as_str()) {
-        CloudError::Transient {
-            provider,
-            operation,
-            code,
-            detail,
-        }
-    } else {
-        CloudError::Rejected {
-            provider,
-            operation,
-            code,
-            detail,
-        }
-    }
+    CloudError::new(
+        "aws",
+        operation,
+        code,
+        format!("{message}; {}", advice(code)),
+        TRANSIENT_CODES.contains(&code),
+    )
 }
 
 /// The AWS error code of a mapped error, if any.
