@@ -422,6 +422,7 @@ impl Executor<'_> {
                         name,
                         spec,
                         tags: t,
+                        user_data: None,
                     },
                     *c,
                 ));

@@ -84,6 +84,10 @@ pub struct CreateInstance {
     pub spec: InstanceSpec,
     /// Tags to apply at creation.
     pub tags: BTreeMap<String, String>,
+    /// The rendered user data (cloud-init) the instance boots with, runner token included;
+    /// `None` when the stack names no user data template. Never serialized or logged.
+    #[serde(skip)]
+    pub user_data: Option<crate::secret::Secret>,
 }
 
 /// Result of a batch create: what exists now, and what failed, per name.

@@ -132,6 +132,7 @@ fn requests_of(scope: &Scope, n: u64, types: &[&str]) -> (String, Vec<CreateInst
                 tags: fleet_core::apply::object_tags(scope, &name, &spec.hash(), None),
                 name,
                 spec: spec.clone(),
+                user_data: None,
             }
         })
         .collect();

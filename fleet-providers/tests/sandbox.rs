@@ -40,6 +40,7 @@ fn request(scope: &Scope, types: &[&str]) -> CreateInstance {
         name: "s-0001".into(),
         spec: spec(types),
         tags: fleet_core::apply::object_tags(scope, "s-0001", "h", None),
+        user_data: None,
     }
 }
 

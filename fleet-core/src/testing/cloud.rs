@@ -37,6 +37,7 @@ pub async fn cloud_conformance(cloud: &dyn Cloud, stack: &str, image: &str, inst
             tags: object_tags(&scope, &name, &spec.hash(), None),
             name,
             spec: spec.clone(),
+            user_data: None,
         }
     };
 
