@@ -7,7 +7,7 @@ use anyhow::{bail, Context as _, Result};
 use chrono::Utc;
 use serde_json::json;
 
-use fleet_core::apply::{ApplyOptions, ApplyReport, Executor, NoProgress, Progress};
+use fleet_core::apply::{ApplyOptions, ApplyReport, NoProgress, Progress};
 use fleet_core::plan::{Operation, Plan, PLAN_FORMAT_VERSION};
 use fleet_core::state::{InstanceRecord, State};
 
@@ -31,18 +31,12 @@ async fn execute(
 ) -> Result<ApplyReport> {
     let fleet = ctx.fleet();
     let a = &ctx.loaded.stack.apply;
-    let executor = Executor {
-        cloud: ctx.cloud.as_ref(),
-        backend: ctx.backend.as_ref(),
-        scope: fleet.scope(state),
-        options: ApplyOptions {
-            dry_run,
-            concurrency: a.concurrency,
-            batch_size: a.batch_size,
-        },
-        progress,
-        clock: &clock,
+    let options = ApplyOptions {
+        dry_run,
+        concurrency: a.concurrency,
+        batch_size: a.batch_size,
     };
+    let executor = fleet.executor(state, options, progress, &clock)?;
     Ok(executor.apply(plan, state, observed).await?)
 }
 

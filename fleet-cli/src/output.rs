@@ -56,8 +56,18 @@ pub fn print_plan(plan: &Plan) {
 /// One line on what an apply did.
 pub fn print_report(report: &ApplyReport) {
     let d = &report.done;
+    let power = if d.start + d.stop > 0 {
+        format!(", {} started, {} stopped", d.start, d.stop)
+    } else {
+        String::new()
+    };
+    let deferred = if report.deferred.is_empty() {
+        String::new()
+    } else {
+        format!(", {} deferred", report.deferred.len())
+    };
     println!(
-        "Applied: {} created, {} replaced, {} deleted, {} adopted, {} forgotten; {} failed (state serial {}).",
+        "Applied: {} created, {} replaced, {} deleted, {} adopted, {} forgotten{power}; {} failed{deferred} (state serial {}).",
         d.create,
         d.replace,
         d.delete,
@@ -66,6 +76,15 @@ pub fn print_report(report: &ApplyReport) {
         report.failed.len(),
         report.serial
     );
+    for f in &report.deferred {
+        println!(
+            "deferred: {} {} {}: {}",
+            f.action.as_str(),
+            f.kind,
+            f.name,
+            f.error
+        );
+    }
     for f in &report.failed {
         eprintln!(
             "failed: {} {} {}: {}",
@@ -142,6 +161,14 @@ impl Progress for CliProgress {
             (None, StepOutcome::Failed(e)) => {
                 let _g = self.lines.lock();
                 eprintln!("failed: {what}: {e}");
+            }
+            (Some(b), StepOutcome::Deferred(why)) => {
+                b.inc(1);
+                b.println(format!("deferred: {what}: {why}"));
+            }
+            (None, StepOutcome::Deferred(why)) => {
+                let _g = self.lines.lock();
+                eprintln!("deferred: {what}: {why}");
             }
         }
     }

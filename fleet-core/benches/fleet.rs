@@ -74,6 +74,8 @@ pub fn fleet(n: u64, churn: bool) -> Fleet {
         resources: Vec::new(),
         reason: "bench".into(),
         may_scale_in: true,
+        actions: None,
+        runner_rules: Default::default(),
     };
     Fleet {
         state,

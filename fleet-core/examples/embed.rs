@@ -6,7 +6,7 @@
 
 use std::path::Path;
 
-use fleet_core::apply::{ApplyOptions, Executor, NoProgress};
+use fleet_core::apply::{ApplyOptions, NoProgress};
 use fleet_core::ci::NoCi;
 use fleet_core::engine::Fleet;
 use fleet_core::plan::Operation;
@@ -46,18 +46,12 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     print!("{}", plan.display());
 
     let clock = chrono::Utc::now;
-    let executor = Executor {
-        cloud: &cloud,
-        backend: &backend,
-        scope: fleet.scope(&state),
-        options: ApplyOptions {
-            dry_run: false,
-            concurrency: 2,
-            batch_size: 10,
-        },
-        progress: &NoProgress,
-        clock: &clock,
+    let options = ApplyOptions {
+        dry_run: false,
+        concurrency: 2,
+        batch_size: 10,
     };
+    let executor = fleet.executor(&state, options, &NoProgress, &clock)?;
     let report = executor.apply(&plan, &mut state, Some(&observed)).await?;
     println!(
         "\napplied {} creates; state serial {}\n",

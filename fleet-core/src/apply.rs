@@ -6,21 +6,26 @@
 //! `dry_run` set: the gates sit exactly where effects would happen.
 //!
 //! Order: state-only changes (adopt, forget), resource creates, instance creates (batched,
-//! bounded concurrency), instance deletes (batched), resource deletes. The old half of an
-//! instance replace is deleted only once its replacement exists.
+//! bounded concurrency; each instance's runner registered first), starts, stops, instance
+//! deletes (batched; drained first on `up`), runner deletes, resource deletes. The old half
+//! of an instance replace is deleted only once its replacement exists.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
 use chrono::{DateTime, Utc};
 use futures_util::stream::{self, StreamExt};
 
+use crate::ci::{Ci, CiError, NewRunner};
 use crate::cloud::{
-    Cloud, CloudError, CreateInstance, CreateOutcome, DeleteOutcome, ObservedInstance, Scope,
+    Cloud, CloudError, CreateInstance, CreateOutcome, DeleteOutcome, ObservedInstance,
+    PowerOutcome, Scope,
 };
 use crate::naming::{self, tags};
-use crate::plan::{Action, Change, Plan, Summary};
+use crate::plan::{Action, Change, Operation, Plan, Summary, RUNNER};
 use crate::planner::refresh_facts;
+use crate::render::{RenderError, Renderer, Secrets};
 use crate::resource::ResourceSpec;
+use crate::secret::Secret;
 use crate::spec::InstanceSpec;
 use crate::state::{
     InstanceRecord, JobFacts, Lifecycle, PendingKind, PendingOp, ResourceRecord, State,
@@ -47,6 +52,9 @@ pub enum StepOutcome {
     WouldDo,
     /// Failed, with the error chain.
     Failed(String),
+    /// Not done now, for a reason that is not an error (a job still runs on the VM); a
+    /// later plan picks it up.
+    Deferred(String),
 }
 
 /// Receives progress; the CLI draws a bar on a terminal and plain lines otherwise.
@@ -91,6 +99,9 @@ pub struct ApplyReport {
     pub done: Summary,
     /// Changes that failed.
     pub failed: Vec<Failure>,
+    /// Changes put off for a reason that is not an error (`error` says why).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub deferred: Vec<Failure>,
     /// State serial after the apply.
     pub serial: u64,
 }
@@ -127,6 +138,11 @@ pub enum ApplyError {
 pub struct Executor<'a> {
     /// The cloud.
     pub cloud: &'a dyn Cloud,
+    /// The CI system: registers, pauses and deletes each instance's runner when it
+    /// manages runners ([`Ci::manages_runners`]).
+    pub ci: &'a dyn Ci,
+    /// Renders each new instance's user data (`None`: the stack names no template).
+    pub renderer: Option<Renderer>,
     /// Where state is recorded.
     pub backend: &'a dyn StateBackend,
     /// Stack and lineage.
@@ -191,17 +207,20 @@ impl Executor<'_> {
         for c in plan
             .changes
             .iter()
-            .filter(|c| !c.is_instance() && matches!(c.action, Action::Create | Action::Replace))
+            .filter(|c| c.is_resource() && matches!(c.action, Action::Create | Action::Replace))
         {
             self.ensure_resource(c, state, report).await?;
         }
         let replaced = self.ensure_instances_created(plan, state, report).await?;
+        self.ensure_instances_started(plan, state, report).await?;
+        self.ensure_instances_stopped(plan, state, report).await?;
         self.ensure_instances_deleted(plan, &replaced, state, report)
             .await?;
+        self.ensure_runners_deleted(plan, report).await;
         for c in plan
             .changes
             .iter()
-            .filter(|c| !c.is_instance() && c.action == Action::Delete)
+            .filter(|c| c.is_resource() && c.action == Action::Delete)
         {
             self.ensure_resource_deleted(c, state, report).await?;
         }
@@ -222,13 +241,24 @@ impl Executor<'_> {
     }
 
     fn done(&self, c: &Change, report: &mut ApplyReport) {
-        count(&mut report.done, c.action);
+        report.done.count(c.action);
         let outcome = if self.options.dry_run {
             StepOutcome::WouldDo
         } else {
             StepOutcome::Done
         };
         self.progress.step(c, &outcome);
+    }
+
+    fn deferred(&self, c: &Change, why: String, report: &mut ApplyReport) {
+        tracing::info!(action = c.action.as_str(), kind = %c.kind, name = %c.name, "deferred: {why}");
+        report.deferred.push(Failure {
+            action: c.action,
+            kind: c.kind.clone(),
+            name: c.name.clone(),
+            error: why.clone(),
+        });
+        self.progress.step(c, &StepOutcome::Deferred(why));
     }
 
     fn failed(&self, c: &Change, error: &dyn std::error::Error, report: &mut ApplyReport) {
@@ -265,7 +295,7 @@ impl Executor<'_> {
             self.done(c, report);
         }
         if let Some(obs) = observed {
-            if !self.options.dry_run && refresh_facts(state, obs) {
+            if !self.options.dry_run && refresh_facts(state, obs, now) {
                 any = true;
             }
         }
@@ -366,6 +396,10 @@ impl Executor<'_> {
 
     /// Creates every new instance (creates and the new half of replaces). Returns the old
     /// names of replaces whose replacement now exists.
+    ///
+    /// When the CI system manages runners, each instance's runner is registered first and
+    /// its token rendered into the user data; a crash after that leaves runners that no
+    /// record names, which the next plan deletes.
     async fn ensure_instances_created(
         &self,
         plan: &Plan,
@@ -390,28 +424,43 @@ impl Executor<'_> {
             }
             return Ok(replaced);
         }
+        let new_name = |c: &Change| c.replacement.clone().unwrap_or_else(|| c.name.clone());
+        let mut runners = self.ensure_runners_registered(&todo, report).await;
+        let mut ready: Vec<(&Change, String, Option<Secret>, Option<u64>)> = Vec::new();
+        for c in &todo {
+            let name = new_name(c);
+            if self.ci.manages_runners() && !runners.contains_key(&name) {
+                continue; // its registration failed and was reported
+            }
+            let runner = runners.remove(&name);
+            match self.user_data(&name, runner.as_ref().map(|r| &r.token)) {
+                Ok(user_data) => ready.push((c, name, user_data, runner.map(|r| r.id))),
+                Err(e) => {
+                    self.failed(c, &e, report);
+                    self.discard_runner(runner.map(|r| r.id)).await;
+                }
+            }
+        }
+
         // Split into batches first: each batch's token is recorded with its pending
         // records, so the next plan can match instances a cloud made without names.
         let now = (self.clock)();
         let size = self.options.batch_size.min(self.cloud.max_batch()).max(1);
-        let mut batches: Vec<(String, Vec<(CreateInstance, &Change)>)> = Vec::new();
-        for group in todo.chunks(size) {
-            let names: Vec<String> = group
-                .iter()
-                .map(|c| c.replacement.clone().unwrap_or_else(|| c.name.clone()))
-                .collect();
-            let token = naming::batch_token(&names.iter().map(String::as_str).collect::<Vec<_>>());
+        let mut batches: Vec<(String, Vec<(CreateInstance, &Change, Option<u64>)>)> = Vec::new();
+        for group in chunk(ready, size) {
+            let names: Vec<&str> = group.iter().map(|(_, n, _, _)| n.as_str()).collect();
+            let token = naming::batch_token(&names);
             let mut requests = Vec::with_capacity(group.len());
-            for (c, name) in group.iter().zip(names) {
+            for (c, name, user_data, runner) in group {
                 let spec = c.instance.clone().unwrap_or_else(|| InstanceSpec {
                     image: String::new(),
                     instance_types: Vec::new(),
                     template_hash: None,
                     labels: BTreeMap::new(),
                 });
-                state
-                    .instances
-                    .insert(name.clone(), pending_record(&name, &spec, now, &token));
+                let mut record = pending_record(&name, &spec, now, &token);
+                record.jobs.runner_id = runner;
+                state.instances.insert(name.clone(), record);
                 if let Some(i) = naming::instance_index(&self.scope.stack, &name) {
                     state.next_index = state.next_index.max(i + 1);
                 }
@@ -422,18 +471,22 @@ impl Executor<'_> {
                         name,
                         spec,
                         tags: t,
-                        user_data: None,
+                        user_data,
                     },
-                    *c,
+                    c,
+                    runner,
                 ));
             }
             batches.push((token, requests));
         }
-        // Record every create as pending in one write before the first call.
+        if batches.is_empty() {
+            return Ok(replaced);
+        }
+        // Record every create (and its runner) as pending in one write before the first call.
         self.commit(state).await?;
 
         let mut calls = stream::iter(batches.into_iter().map(|(token, batch)| async move {
-            let reqs: Vec<CreateInstance> = batch.iter().map(|(r, _)| r.clone()).collect();
+            let reqs: Vec<CreateInstance> = batch.iter().map(|(r, _, _)| r.clone()).collect();
             let result = self
                 .cloud
                 .create_instances(&self.scope, &token, &reqs)
@@ -449,7 +502,7 @@ impl Executor<'_> {
                     created: Vec::new(),
                     failed: batch
                         .iter()
-                        .map(|(r, _)| (r.name.clone(), e.clone()))
+                        .map(|(r, _, _)| (r.name.clone(), e.clone()))
                         .collect(),
                 },
             };
@@ -463,7 +516,8 @@ impl Executor<'_> {
                 .iter()
                 .map(|(n, e)| (n.as_str(), e))
                 .collect();
-            for (req, c) in &batch {
+            let started = (self.clock)();
+            for (req, c, runner) in &batch {
                 if let Some(o) = created.get(req.name.as_str()) {
                     if let Some(rec) = state.instances.get_mut(&req.name) {
                         rec.cloud_id = Some(o.cloud_id.clone());
@@ -471,6 +525,7 @@ impl Executor<'_> {
                         rec.lifecycle = o.lifecycle;
                         rec.address = o.address.clone();
                         rec.pending = None;
+                        rec.started_at = Some(started);
                     }
                     if c.action == Action::Replace {
                         replaced.insert(c.name.clone());
@@ -480,19 +535,13 @@ impl Executor<'_> {
                     let err = failed
                         .get(req.name.as_str())
                         .map(|e| (*e).clone())
-                        .unwrap_or_else(|| CloudError::Transient {
-                            provider: self.cloud.name().to_string(),
-                            operation: "create".into(),
-                            code: "NoResult".into(),
-                            detail: crate::cloud::Detail(format!(
-                                "the cloud did not report instance {}",
-                                req.name
-                            )),
-                        });
-                    // A definite refusal made nothing: drop the pending record. An ambiguous
-                    // failure may have made it: keep the record for the next plan to settle.
+                        .unwrap_or_else(|| self.no_result("create", &req.name));
+                    // A definite refusal made nothing: drop the pending record and the
+                    // runner. An ambiguous failure may have made it: keep both for the next
+                    // plan to settle.
                     if !err.is_ambiguous() {
                         state.instances.remove(&req.name);
+                        self.discard_runner(*runner).await;
                     }
                     self.failed(c, &err, report);
                 }
@@ -502,7 +551,83 @@ impl Executor<'_> {
         Ok(replaced)
     }
 
+    /// Registers one runner per new instance, when the CI system manages runners. A failed
+    /// registration fails its instance's create.
+    async fn ensure_runners_registered(
+        &self,
+        todo: &[&Change],
+        report: &mut ApplyReport,
+    ) -> HashMap<String, NewRunner> {
+        let mut out = HashMap::new();
+        if !self.ci.manages_runners() {
+            return out;
+        }
+        let mut calls = stream::iter(todo.iter().map(|c| async move {
+            let name = c.replacement.clone().unwrap_or_else(|| c.name.clone());
+            let result = self.ci.create_runner(&name).await;
+            (*c, name, result)
+        }))
+        .buffer_unordered(self.options.concurrency.max(1));
+        while let Some((c, name, result)) = calls.next().await {
+            match result {
+                Ok(r) => {
+                    out.insert(name, r);
+                }
+                Err(e) => self.failed(c, &e, report),
+            }
+        }
+        out
+    }
+
+    /// The user data `name` boots with: the stack's templates, with the instance's own
+    /// runner token when it has one.
+    fn user_data(&self, name: &str, token: Option<&Secret>) -> Result<Option<Secret>, RenderError> {
+        let Some(r) = &self.renderer else {
+            return Ok(None);
+        };
+        let text = match token {
+            Some(t) => r
+                .clone()
+                .with_token(t.clone())
+                .user_data(name, Secrets::Shown)?,
+            None => r.user_data(name, Secrets::Shown)?,
+        };
+        Ok(text.map(Secret::new))
+    }
+
+    /// Deletes a runner whose instance will not exist. Best effort: a runner left behind
+    /// is an orphan the next plan deletes.
+    async fn discard_runner(&self, runner: Option<u64>) {
+        let Some(id) = runner else { return };
+        if let Err(e) = self.ci.delete_runner(id).await {
+            tracing::warn!(
+                runner = id,
+                "could not delete an unused runner (the next plan will): {e}"
+            );
+        }
+    }
+
+    fn no_result(&self, operation: &str, what: &str) -> CloudError {
+        CloudError::Transient {
+            provider: self.cloud.name().to_string(),
+            operation: operation.into(),
+            code: "NoResult".into(),
+            detail: crate::cloud::Detail(format!("the cloud did not report instance {what}")),
+        }
+    }
+
+    /// Pauses `runner` and asks how many jobs it still runs.
+    async fn pause_and_count(&self, runner: u64) -> Result<u32, CiError> {
+        self.ci.set_paused(runner, true).await?;
+        self.ci.running_jobs(runner).await
+    }
+
     /// Deletes instances (deletes, duplicates, and the old half of successful replaces).
+    ///
+    /// On `up`, an instance with a runner is drained first: its runner is paused (and the
+    /// pause recorded), and the VM is deleted only if no job runs on it; otherwise the step
+    /// is deferred and a later plan deletes it once its jobs end. The runner is deleted
+    /// after its VM. `destroy` deletes without waiting.
     async fn ensure_instances_deleted(
         &self,
         plan: &Plan,
@@ -529,9 +654,64 @@ impl Executor<'_> {
             return Ok(());
         }
         let now = (self.clock)();
-        let mut targets: Vec<(String, &Change)> = Vec::new();
+        let drain = plan.operation != Operation::Destroy && self.ci.manages_runners();
+        let mut targets: Vec<(String, &Change, Option<u64>)> = Vec::new();
         for c in &todo {
             let Some(id) = &c.cloud_id else { continue };
+            let rec = state
+                .instances
+                .get_mut(&c.name)
+                .filter(|r| r.cloud_id.as_deref() == Some(id.as_str()));
+            let runner = rec.as_ref().and_then(|r| r.jobs.runner_id);
+            if let Some(rec) = rec {
+                if drain && runner.is_some() && rec.draining_since.is_none() {
+                    rec.draining_since = Some(now);
+                }
+            }
+            targets.push((id.clone(), *c, runner));
+        }
+
+        if drain {
+            // The pause is recorded before it is made, so a crash leaves a draining record
+            // that the next plan finishes or gives up.
+            self.commit(state).await?;
+            let checks: Vec<(usize, Result<u32, CiError>)> =
+                stream::iter(targets.iter().enumerate().filter_map(|(i, (_, _, r))| {
+                    r.map(|id| async move { (i, self.pause_and_count(id).await) })
+                }))
+                .buffer_unordered(self.options.concurrency.max(1))
+                .collect()
+                .await;
+            let mut keep = vec![true; targets.len()];
+            for (i, result) in checks {
+                let (_, c, runner) = &targets[i];
+                match result {
+                    Ok(0) => {}
+                    Ok(n) => {
+                        keep[i] = false;
+                        self.deferred(
+                            c,
+                            format!(
+                                "runner #{} is paused; {n} jobs still run on it, so the VM is deleted once they end",
+                                runner.unwrap_or_default()
+                            ),
+                            report,
+                        );
+                    }
+                    Err(e) => {
+                        keep[i] = false;
+                        self.failed(c, &e, report);
+                    }
+                }
+            }
+            let mut k = keep.into_iter();
+            targets.retain(|_| k.next().unwrap_or(false));
+        }
+        if targets.is_empty() {
+            return Ok(());
+        }
+
+        for (id, c, _) in &targets {
             if let Some(rec) = state.instances.get_mut(&c.name) {
                 if rec.cloud_id.as_deref() == Some(id.as_str()) {
                     rec.pending = Some(PendingOp {
@@ -541,14 +721,13 @@ impl Executor<'_> {
                     });
                 }
             }
-            targets.push((id.clone(), *c));
         }
         self.commit(state).await?;
 
         let size = self.options.batch_size.min(self.cloud.max_batch()).max(1);
         let batches = chunk(targets, size);
         let mut calls = stream::iter(batches.into_iter().map(|batch| async move {
-            let ids: Vec<String> = batch.iter().map(|(id, _)| id.clone()).collect();
+            let ids: Vec<String> = batch.iter().map(|(id, _, _)| id.clone()).collect();
             let result = self.cloud.delete_instances(&self.scope, &ids).await;
             (batch, result)
         }))
@@ -561,7 +740,7 @@ impl Executor<'_> {
                     deleted: Vec::new(),
                     failed: batch
                         .iter()
-                        .map(|(id, _)| (id.clone(), e.clone()))
+                        .map(|(id, _, _)| (id.clone(), e.clone()))
                         .collect(),
                 },
             };
@@ -571,7 +750,7 @@ impl Executor<'_> {
                 .iter()
                 .map(|(n, e)| (n.as_str(), e))
                 .collect();
-            for (id, c) in &batch {
+            for (id, c, runner) in &batch {
                 if deleted.contains(id.as_str()) {
                     let ours = state
                         .instances
@@ -580,6 +759,8 @@ impl Executor<'_> {
                     if ours {
                         state.instances.remove(&c.name);
                     }
+                    // The VM is gone: now its runner goes.
+                    self.discard_runner(*runner).await;
                     // The old half of a replace was counted when its replacement was made.
                     if c.action == Action::Delete {
                         self.done(c, report);
@@ -588,14 +769,7 @@ impl Executor<'_> {
                     let err = failed
                         .get(id.as_str())
                         .map(|e| (*e).clone())
-                        .unwrap_or_else(|| CloudError::Transient {
-                            provider: self.cloud.name().to_string(),
-                            operation: "delete".into(),
-                            code: "NoResult".into(),
-                            detail: crate::cloud::Detail(format!(
-                                "the cloud did not report instance {id}"
-                            )),
-                        });
+                        .unwrap_or_else(|| self.no_result("delete", id));
                     self.failed(c, &err, report);
                 }
             }
@@ -603,15 +777,198 @@ impl Executor<'_> {
         }
         Ok(())
     }
-}
 
-fn count(s: &mut Summary, a: Action) {
-    match a {
-        Action::Create => s.create += 1,
-        Action::Replace => s.replace += 1,
-        Action::Delete => s.delete += 1,
-        Action::Adopt => s.adopt += 1,
-        Action::Forget => s.forget += 1,
+    /// Deletes runners whose instance is gone. State records nothing about them.
+    async fn ensure_runners_deleted(&self, plan: &Plan, report: &mut ApplyReport) {
+        for c in plan
+            .changes
+            .iter()
+            .filter(|c| c.kind == RUNNER && c.action == Action::Delete)
+        {
+            if self.options.dry_run {
+                self.done(c, report);
+                continue;
+            }
+            let Some(id) = c.cloud_id.as_deref().and_then(|s| s.parse::<u64>().ok()) else {
+                continue;
+            };
+            match self.ci.delete_runner(id).await {
+                Ok(()) => self.done(c, report),
+                Err(e) => self.failed(c, &e, report),
+            }
+        }
+    }
+
+    /// Starts stopped instances, and returns draining ones to service; then resumes their
+    /// runners.
+    async fn ensure_instances_started(
+        &self,
+        plan: &Plan,
+        state: &mut State,
+        report: &mut ApplyReport,
+    ) -> Result<(), ApplyError> {
+        let todo: Vec<&Change> = plan
+            .changes
+            .iter()
+            .filter(|c| c.is_instance() && c.action == Action::Start)
+            .collect();
+        if todo.is_empty() {
+            return Ok(());
+        }
+        if self.options.dry_run {
+            for c in &todo {
+                self.done(c, report);
+            }
+            return Ok(());
+        }
+        let stopped = |c: &Change| {
+            state
+                .instances
+                .get(&c.name)
+                .is_some_and(|r| matches!(r.lifecycle, Lifecycle::Stopped | Lifecycle::Stopping))
+        };
+        let (power, resume): (Vec<&Change>, Vec<&Change>) = todo.iter().partition(|c| stopped(c));
+        let mut ok: Vec<&Change> = resume;
+        if !power.is_empty() {
+            let (started, failed) = self.power(&power, true).await;
+            ok.extend(started);
+            for (c, e) in failed {
+                self.failed(c, &e, report);
+            }
+        }
+        let now = (self.clock)();
+        for c in ok {
+            let runner = state.instances.get(&c.name).and_then(|r| r.jobs.runner_id);
+            if let Some(rec) = state.instances.get_mut(&c.name) {
+                if matches!(rec.lifecycle, Lifecycle::Stopped | Lifecycle::Stopping) {
+                    rec.lifecycle = Lifecycle::Starting;
+                    rec.started_at = Some(now);
+                }
+                rec.draining_since = None;
+            }
+            match runner {
+                Some(id) if self.ci.manages_runners() => {
+                    match self.ci.set_paused(id, false).await {
+                        Ok(()) => self.done(c, report),
+                        Err(e) => self.failed(c, &e, report),
+                    }
+                }
+                _ => self.done(c, report),
+            }
+        }
+        self.commit(state).await
+    }
+
+    /// Stops idle instances. Each runner is paused first; an instance that turns out to run
+    /// a job is resumed and left running (the step is deferred, not failed).
+    async fn ensure_instances_stopped(
+        &self,
+        plan: &Plan,
+        state: &mut State,
+        report: &mut ApplyReport,
+    ) -> Result<(), ApplyError> {
+        let todo: Vec<&Change> = plan
+            .changes
+            .iter()
+            .filter(|c| c.is_instance() && c.action == Action::Stop)
+            .collect();
+        if todo.is_empty() {
+            return Ok(());
+        }
+        if self.options.dry_run {
+            for c in &todo {
+                self.done(c, report);
+            }
+            return Ok(());
+        }
+        let mut idle: Vec<&Change> = Vec::new();
+        for c in &todo {
+            let runner = state
+                .instances
+                .get(&c.name)
+                .and_then(|r| r.jobs.runner_id)
+                .filter(|_| self.ci.manages_runners());
+            let Some(id) = runner else {
+                idle.push(c);
+                continue;
+            };
+            match self.pause_and_count(id).await {
+                Ok(0) => idle.push(c),
+                Ok(n) => {
+                    let _ = self.ci.set_paused(id, false).await;
+                    self.deferred(
+                        c,
+                        format!("{n} jobs run on it: not stopped, runner #{id} resumed"),
+                        report,
+                    );
+                }
+                Err(e) => self.failed(c, &e, report),
+            }
+        }
+        let (stopped, failed) = self.power(&idle, false).await;
+        for (c, e) in failed {
+            // It keeps running: let its runner take jobs again.
+            if let Some(id) = state.instances.get(&c.name).and_then(|r| r.jobs.runner_id) {
+                let _ = self.ci.set_paused(id, false).await;
+            }
+            self.failed(c, &e, report);
+        }
+        for c in stopped {
+            if let Some(rec) = state.instances.get_mut(&c.name) {
+                rec.lifecycle = Lifecycle::Stopping;
+            }
+            self.done(c, report);
+        }
+        self.commit(state).await
+    }
+
+    /// Stops (`start` false) or starts a set of instances, in batches.
+    async fn power<'c>(
+        &self,
+        changes: &[&'c Change],
+        start: bool,
+    ) -> (Vec<&'c Change>, Vec<(&'c Change, CloudError)>) {
+        let mut done = Vec::new();
+        let mut failed = Vec::new();
+        let with_ids: Vec<(String, &'c Change)> = changes
+            .iter()
+            .filter_map(|c| c.cloud_id.clone().map(|id| (id, *c)))
+            .collect();
+        let size = self.options.batch_size.min(self.cloud.max_batch()).max(1);
+        for batch in chunk(with_ids, size) {
+            let ids: Vec<String> = batch.iter().map(|(id, _)| id.clone()).collect();
+            let result = if start {
+                self.cloud.start_instances(&self.scope, &ids).await
+            } else {
+                self.cloud.stop_instances(&self.scope, &ids).await
+            };
+            let outcome = match result {
+                Ok(o) => o,
+                Err(e) => PowerOutcome {
+                    changed: Vec::new(),
+                    failed: ids.iter().map(|id| (id.clone(), e.clone())).collect(),
+                },
+            };
+            let changed: HashSet<&str> = outcome.changed.iter().map(String::as_str).collect();
+            let errors: HashMap<&str, &CloudError> = outcome
+                .failed
+                .iter()
+                .map(|(n, e)| (n.as_str(), e))
+                .collect();
+            for (id, c) in batch {
+                if changed.contains(id.as_str()) {
+                    done.push(c);
+                } else {
+                    let op = if start { "start" } else { "stop" };
+                    let e = errors
+                        .get(id.as_str())
+                        .map(|e| (*e).clone())
+                        .unwrap_or_else(|| self.no_result(op, &id));
+                    failed.push((c, e));
+                }
+            }
+        }
+        (done, failed)
     }
 }
 
@@ -662,6 +1019,8 @@ fn settle_record(c: &Change, state: &mut State, now: DateTime<Utc>) {
             if let Some(p) = previous {
                 record.created_at = p.created_at;
                 record.jobs = p.jobs;
+                record.draining_since = p.draining_since;
+                record.started_at = p.started_at.or(record.started_at);
             }
             state.instances.insert(o.name.clone(), record);
         }
@@ -714,6 +1073,8 @@ fn pending_record(
             since: now,
             batch: Some(batch.to_string()),
         }),
+        started_at: None,
+        draining_since: None,
     }
 }
 

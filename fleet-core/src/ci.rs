@@ -1,7 +1,12 @@
-//! The `Ci` trait: how much work the CI system has for the fleet.
+//! The `Ci` trait: how much work the CI system has for the fleet, and the runners it
+//! registers for the fleet's instances (one runner per VM, created before the VM boots and
+//! deleted after it is gone).
 
 use async_trait::async_trait;
+use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
+
+use crate::secret::Secret;
 
 /// What the CI system reported about jobs this fleet can run.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -39,11 +44,81 @@ pub struct CiError {
     pub message: String,
 }
 
+/// One of this stack's runners, as the CI system reports it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ObservedRunner {
+    /// The CI system's runner id.
+    pub id: u64,
+    /// The instance its description names.
+    pub instance: String,
+    /// Whether a runner process on the VM has contacted the CI system.
+    pub online: bool,
+    /// Whether it takes no new jobs.
+    pub paused: bool,
+    /// Jobs it runs now, when known from the demand listing (the executor asks again,
+    /// exactly, before it stops or deletes a VM).
+    pub running_jobs: u32,
+    /// Its last contact, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub contacted_at: Option<DateTime<Utc>>,
+}
+
+/// A runner just registered for an instance.
+#[derive(Debug, Clone)]
+pub struct NewRunner {
+    /// The CI system's runner id (recorded in state).
+    pub id: u64,
+    /// Its authentication token: goes to the VM only, never to logs, plans or state.
+    pub token: Secret,
+}
+
 /// A CI system the fleet serves.
+///
+/// Only [`Ci::demand`] is required. A CI system that registers one runner per instance
+/// says so with [`Ci::manages_runners`] and implements the runner calls; the others keep
+/// the defaults (the VMs then use a token the stack provides).
 #[async_trait]
 pub trait Ci: Send + Sync {
     /// Current demand for this fleet.
     async fn demand(&self) -> Result<Demand, CiError>;
+
+    /// Whether the engine creates a runner for each instance and deletes it with the VM.
+    fn manages_runners(&self) -> bool {
+        false
+    }
+
+    /// This stack's runners (by the description the fleet gave them).
+    async fn runners(&self) -> Result<Vec<ObservedRunner>, CiError> {
+        Ok(Vec::new())
+    }
+
+    /// Registers a runner for `instance`.
+    async fn create_runner(&self, instance: &str) -> Result<NewRunner, CiError> {
+        Err(unsupported(&format!("create a runner for {instance}")))
+    }
+
+    /// Pauses (takes no new jobs) or resumes a runner.
+    async fn set_paused(&self, runner: u64, paused: bool) -> Result<(), CiError> {
+        let _ = paused;
+        Err(unsupported(&format!("pause runner {runner}")))
+    }
+
+    /// Jobs the runner runs now, asked exactly (not from a cached listing).
+    async fn running_jobs(&self, runner: u64) -> Result<u32, CiError> {
+        Err(unsupported(&format!("list the jobs of runner {runner}")))
+    }
+
+    /// Deletes a runner; one that is already gone is not an error.
+    async fn delete_runner(&self, runner: u64) -> Result<(), CiError> {
+        Err(unsupported(&format!("delete runner {runner}")))
+    }
+}
+
+fn unsupported(what: &str) -> CiError {
+    CiError {
+        system: "this CI integration".into(),
+        message: format!("cannot {what}: it does not manage runners"),
+    }
 }
 
 /// No CI system configured: demand is always unknown.

@@ -66,13 +66,21 @@ pub struct ObservedResource {
     pub spec_hash: String,
 }
 
-/// Everything tagged with one stack.
+/// Everything tagged with one stack, and what the CI system reports about it. Providers
+/// fill `instances` and `resources`; the engine adds `demand` and `runners`.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Observed {
     /// Instances, including ones being terminated.
     pub instances: Vec<ObservedInstance>,
     /// Supporting resources.
     pub resources: Vec<ObservedResource>,
+    /// Demand from the CI system (`None`: not asked).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub demand: Option<crate::ci::Demand>,
+    /// This stack's runners, when the CI system manages one per instance and answered
+    /// (`None`: not managed, or not known this time).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub runners: Option<Vec<crate::ci::ObservedRunner>>,
 }
 
 /// One instance to create.

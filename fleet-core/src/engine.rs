@@ -3,10 +3,11 @@
 
 use chrono::{DateTime, Utc};
 
+use crate::apply::{ApplyOptions, Executor, Progress};
 use crate::ci::{Ci, Demand};
 use crate::cloud::{Cloud, CloudError, Observed, Scope};
 use crate::plan::{Operation, Plan};
-use crate::planner::{self, Desired, PlanInput};
+use crate::planner::{self, refresh_facts, Desired, PlanInput};
 use crate::policy::{Policy, PolicyInput};
 use crate::render::{RenderError, Renderer};
 use crate::spec::InstanceSpec;
@@ -86,12 +87,33 @@ impl Fleet<'_> {
         }
     }
 
-    /// What the cloud reports for this stack.
+    /// What the cloud reports for this stack, with the CI system's demand and (when it
+    /// manages a runner per instance) this stack's runners. A CI system that does not answer
+    /// makes demand unknown and runner facts absent; it never fails the observation.
     pub async fn observe(&self, state: &State) -> Result<Observed, EngineError> {
-        self.cloud
-            .observe(&self.scope(state))
-            .await
-            .map_err(EngineError::Observe)
+        let scope = self.scope(state);
+        let (cloud, demand, runners) =
+            futures_util::future::join3(self.cloud.observe(&scope), self.ci.demand(), async {
+                if self.ci.manages_runners() {
+                    Some(self.ci.runners().await)
+                } else {
+                    None
+                }
+            })
+            .await;
+        let mut observed = cloud.map_err(EngineError::Observe)?;
+        observed.demand = Some(demand.unwrap_or_else(|e| Demand::Unknown {
+            reason: e.to_string(),
+        }));
+        observed.runners = match runners {
+            Some(Ok(r)) => Some(r),
+            Some(Err(e)) => {
+                tracing::warn!("runner facts unknown this time: {e}");
+                None
+            }
+            None => None,
+        };
+        Ok(observed)
     }
 
     /// Hash of the template inputs that shape a VM (template files and stack-wide
@@ -114,26 +136,49 @@ impl Fleet<'_> {
         })
     }
 
-    /// What the fleet should be for `operation`.
-    pub async fn desired(
+    /// The executor that applies this fleet's plans: its cloud, CI system, state backend
+    /// and templates.
+    pub fn executor<'e>(
+        &'e self,
+        state: &State,
+        options: ApplyOptions,
+        progress: &'e dyn Progress,
+        clock: &'e (dyn Fn() -> DateTime<Utc> + Sync),
+    ) -> Result<Executor<'e>, EngineError> {
+        let renderer = match self.stack.stack.templates.user_data {
+            Some(_) => Some(Renderer::from_stack(self.stack)?),
+            None => None,
+        };
+        Ok(Executor {
+            cloud: self.cloud,
+            ci: self.ci,
+            renderer,
+            backend: self.backend,
+            scope: self.scope(state),
+            options,
+            progress,
+            clock,
+        })
+    }
+
+    /// What the fleet should be for `operation`, given `state` with the observed facts.
+    pub fn desired(
         &self,
         operation: Operation,
         state: &State,
+        observed: &Observed,
         now: DateTime<Utc>,
     ) -> Result<Desired, EngineError> {
         let spec = self.instance_spec()?;
         if operation == Operation::Destroy {
             return Ok(Desired::nothing(spec));
         }
-        let demand = match self.ci.demand().await {
-            Ok(d) => d,
-            Err(e) => Demand::Unknown {
-                reason: e.to_string(),
-            },
+        let unknown = Demand::Unknown {
+            reason: "the CI system was not asked".into(),
         };
         let decision = self.policy.decide(&PolicyInput {
             config: &self.stack.stack.policy,
-            demand: &demand,
+            demand: observed.demand.as_ref().unwrap_or(&unknown),
             state,
             now,
         });
@@ -152,13 +197,17 @@ impl Fleet<'_> {
         observed: &Observed,
         now: DateTime<Utc>,
     ) -> Result<Plan, EngineError> {
-        let desired = self.desired(operation, state, now).await?;
+        // The policy and the planner see the recorded fleet with what was just observed
+        // (lifecycles, runner job facts); apply records the same facts in its first write.
+        let mut view = state.clone();
+        refresh_facts(&mut view, observed, now);
+        let desired = self.desired(operation, &view, observed, now)?;
         let label = self.cloud.label();
         let plan = planner::plan(&PlanInput {
             stack: &self.stack.stack.name,
             cloud: &label,
             operation,
-            state,
+            state: &view,
             observed,
             desired: &desired,
             now,

@@ -34,6 +34,7 @@ pub mod planner;
 pub mod policy;
 pub mod render;
 pub mod resource;
+pub mod runners;
 pub mod secret;
 pub mod simulate;
 pub mod spec;

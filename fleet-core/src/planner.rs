@@ -6,8 +6,13 @@
 //!    reports; adopt tagged objects state lacks, forget records whose object is gone, and
 //!    settle operations an interrupted apply left pending.
 //! 2. `plan_resources`: create, replace or delete supporting resources.
-//! 3. `plan_instances`: replace out-of-date instances and create or delete to reach the
-//!    desired count.
+//! 3. `plan_runners`: delete runners whose instance is gone (when the CI system manages a
+//!    runner per instance).
+//! 4. `plan_drains`: delete draining instances once no job runs on them, or give the drain
+//!    up after the drain timeout.
+//! 5. `plan_instances`: replace out-of-date instances (including ones whose runner never
+//!    came online), then follow the policy: its per-instance actions (create, start, stop,
+//!    retire) when it gives them, else create or delete to reach the desired count.
 //!
 //! Destroy is not a special case: it is a plan against [`Desired::nothing`].
 
@@ -17,12 +22,15 @@ use chrono::{DateTime, Utc};
 
 use crate::cloud::{Observed, ObservedInstance, ObservedResource};
 use crate::naming;
-use crate::plan::{instances, Action, Change, Operation, Plan, INSTANCE, PLAN_FORMAT_VERSION};
-use crate::policy::Decision;
+use crate::plan::{
+    instances, Action, Change, Operation, Plan, INSTANCE, PLAN_FORMAT_VERSION, RUNNER,
+};
+use crate::policy::{Decision, PlannedAction};
 use crate::resource::{topo_order, ResourceSpec};
+use crate::runners::{self, DrainStep, RunnerRules};
 use crate::spec::InstanceSpec;
 use crate::stack::Stack;
-use crate::state::{PendingKind, State};
+use crate::state::{InstanceRecord, Lifecycle, PendingKind, State};
 
 /// What the fleet should look like.
 #[derive(Debug, Clone, PartialEq)]
@@ -37,6 +45,10 @@ pub struct Desired {
     pub reason: String,
     /// Whether instances may be deleted to reach the count.
     pub may_scale_in: bool,
+    /// The policy's per-instance actions; `None`: reach `instances` by count.
+    pub actions: Option<Vec<PlannedAction>>,
+    /// Drain and online timeouts of the stack's runners.
+    pub runner_rules: RunnerRules,
 }
 
 impl Desired {
@@ -64,6 +76,11 @@ impl Desired {
             resources: order.into_iter().map(|i| specs[i].clone()).collect(),
             reason: decision.reason.clone(),
             may_scale_in: decision.may_scale_in,
+            actions: decision.actions.clone(),
+            runner_rules: RunnerRules {
+                drain_timeout: stack.runner.drain_timeout,
+                online_timeout: stack.runner.online_timeout,
+            },
         }
     }
 
@@ -75,6 +92,8 @@ impl Desired {
             resources: Vec::new(),
             reason: "destroy: nothing is wanted".into(),
             may_scale_in: true,
+            actions: None,
+            runner_rules: RunnerRules::default(),
         }
     }
 }
@@ -107,6 +126,20 @@ struct Live {
     instance_type: String,
     template_hash: Option<String>,
     index: Option<u64>,
+    /// What the cloud reports.
+    lifecycle: Lifecycle,
+    /// Its record (none for an instance adopted by this plan).
+    record: Option<InstanceRecord>,
+}
+
+impl Live {
+    fn draining_since(&self) -> Option<DateTime<Utc>> {
+        self.record.as_ref().and_then(|r| r.draining_since)
+    }
+
+    fn running_jobs(&self) -> u32 {
+        self.record.as_ref().map_or(0, |r| r.jobs.running)
+    }
 }
 
 /// Makes the plan.
@@ -125,7 +158,9 @@ pub fn plan(input: &PlanInput<'_>) -> Plan {
             let mut resource_changes = Vec::new();
             let deletes_after = plan_resources(input, &live_resources, &mut resource_changes);
             changes.extend(resource_changes);
-            plan_instances(input, &live, &mut next, &mut changes, &mut notes);
+            plan_runners(input, &mut changes);
+            let serving = plan_drains(input, &live, &mut changes, &mut notes);
+            plan_instances(input, &serving, &mut next, &mut changes, &mut notes);
             changes.extend(deletes_after);
             (Some(d.instances), Some(d.reason.clone()))
         }
@@ -211,6 +246,8 @@ fn settle_instances(input: &PlanInput<'_>, next: &mut u64, changes: &mut Vec<Cha
                     instance_type: o.instance_type.clone(),
                     template_hash: rec.template_hash.clone(),
                     index: naming::instance_index(input.stack, &rec.name),
+                    lifecycle: o.lifecycle,
+                    record: Some(rec.clone()),
                 });
             }
             None => {
@@ -267,6 +304,8 @@ fn settle_instances(input: &PlanInput<'_>, next: &mut u64, changes: &mut Vec<Cha
         changes.push(c);
         live.push(Live {
             index: naming::instance_index(input.stack, &o.name),
+            lifecycle: o.lifecycle,
+            record: None,
             name: o.name,
             cloud_id: Some(o.cloud_id),
             image: o.image,
@@ -420,7 +459,71 @@ fn plan_resources(
         .collect()
 }
 
-/// Step 3: instances. Replace what is out of date, then create or delete to reach the count.
+/// Step 3: runners no record names (their VM is gone, or a crash came between registering
+/// the runner and recording it) are deleted.
+fn plan_runners(input: &PlanInput<'_>, changes: &mut Vec<Change>) {
+    let Some(runners) = &input.observed.runners else {
+        return;
+    };
+    for r in runners::orphans(input.state, runners) {
+        let mut c = Change::new(
+            Action::Delete,
+            RUNNER,
+            &r.instance,
+            format!(
+                "runner #{} names {}, which this stack no longer records (its VM is gone or was never made)",
+                r.id, r.instance
+            ),
+        );
+        c.cloud_id = Some(r.id.to_string());
+        changes.push(c);
+    }
+}
+
+/// Step 4: instances whose runner is paused for scale-in. Returns the instances that serve
+/// jobs (everything not draining); destroy treats draining instances like the others.
+fn plan_drains(
+    input: &PlanInput<'_>,
+    live: &[Live],
+    changes: &mut Vec<Change>,
+    notes: &mut Vec<String>,
+) -> Vec<Live> {
+    let mut serving = Vec::with_capacity(live.len());
+    for l in live {
+        let (Some(since), Some(rec)) = (l.draining_since(), &l.record) else {
+            serving.push(l.clone());
+            continue;
+        };
+        if input.operation == Operation::Destroy {
+            serving.push(l.clone());
+            continue;
+        }
+        // A runner the CI system no longer lists runs nothing.
+        let running = input.observed.runners.as_ref().map(|rs| {
+            rs.iter()
+                .find(|r| Some(r.id) == rec.jobs.runner_id)
+                .map_or(0, |r| r.running_jobs)
+        });
+        let rules = &input.desired.runner_rules;
+        match runners::drain_step(rec, since, running, rules, input.now) {
+            DrainStep::Delete(why) => {
+                let mut c = Change::new(Action::Delete, INSTANCE, &l.name, why);
+                c.cloud_id = l.cloud_id.clone();
+                changes.push(c);
+            }
+            DrainStep::Wait(note) => notes.push(note),
+            DrainStep::GiveUp(why) => {
+                let mut c = Change::new(Action::Start, INSTANCE, &l.name, why);
+                c.cloud_id = l.cloud_id.clone();
+                changes.push(c);
+            }
+        }
+    }
+    serving
+}
+
+/// Step 5: instances. Replace what is out of date, then follow the policy's actions, or
+/// create or delete to reach the count.
 fn plan_instances(
     input: &PlanInput<'_>,
     live: &[Live],
@@ -429,30 +532,98 @@ fn plan_instances(
     notes: &mut Vec<String>,
 ) {
     let desired = input.desired;
-    let want = desired.instances as usize;
-    let have = live.len();
-
     let outdated: Vec<Option<String>> = live
         .iter()
         .map(|l| {
             desired
                 .spec
                 .mismatch(&l.image, &l.instance_type, l.template_hash.as_deref())
+                .or_else(|| never_online(input, l))
         })
         .collect();
 
+    let mut new_name = || {
+        let name = naming::instance_name(input.stack, *next);
+        *next += 1;
+        name
+    };
+    let mut steps = Steps::default();
+    match &desired.actions {
+        Some(actions) if input.operation == Operation::Up => {
+            follow_actions(actions, live, &mut new_name, &mut steps, notes);
+        }
+        _ => by_count(input, live, &outdated, &mut new_name, &mut steps, notes),
+    }
+
+    for (i, l) in live.iter().enumerate() {
+        if steps.deleted.contains(&i) {
+            continue;
+        }
+        if let Some(why) = &outdated[i] {
+            let mut c = Change::new(Action::Replace, INSTANCE, &l.name, why.clone());
+            c.cloud_id = l.cloud_id.clone();
+            c.replacement = Some(new_name());
+            c.instance = Some(desired.spec.clone());
+            steps.replaces.push(c);
+        }
+    }
+    for c in &mut steps.creates {
+        c.instance = Some(desired.spec.clone());
+    }
+    // Listed in the order apply runs them (the executor phases by action).
+    changes.extend(steps.creates);
+    changes.extend(steps.starts);
+    changes.extend(steps.replaces);
+    changes.extend(steps.stops);
+    changes.extend(steps.deletes);
+}
+
+/// The instance steps of one plan, by phase.
+#[derive(Default)]
+struct Steps {
+    creates: Vec<Change>,
+    starts: Vec<Change>,
+    replaces: Vec<Change>,
+    stops: Vec<Change>,
+    deletes: Vec<Change>,
+    /// Indexes into `live` of the instances deleted.
+    deleted: BTreeSet<usize>,
+}
+
+/// Why `l` should be replaced because its runner never came online, if it should.
+fn never_online(input: &PlanInput<'_>, l: &Live) -> Option<String> {
+    if input.operation != Operation::Up {
+        return None;
+    }
+    let runners = input.observed.runners.as_ref()?;
+    let rec = l.record.as_ref()?;
+    runners::never_online(rec, runners, &input.desired.runner_rules, input.now)
+}
+
+/// The count policy: delete (idle, out-of-date and newest first) or create to reach
+/// `desired.instances`.
+fn by_count(
+    input: &PlanInput<'_>,
+    live: &[Live],
+    outdated: &[Option<String>],
+    new_name: &mut impl FnMut() -> String,
+    steps: &mut Steps,
+    notes: &mut Vec<String>,
+) {
+    let desired = input.desired;
+    let want = desired.instances as usize;
+    let have = live.len();
     // Scale-in candidates: out-of-date ones first (deleting beats replacing them), then
-    // the newest.
+    // ones with no job running (a busy one would only drain), then the newest.
     let mut order: Vec<usize> = (0..have).collect();
     order.sort_by(|&a, &b| {
         outdated[b]
             .is_some()
             .cmp(&outdated[a].is_some())
+            .then((live[a].running_jobs() > 0).cmp(&(live[b].running_jobs() > 0)))
             .then(live[b].index.cmp(&live[a].index))
             .then(live[b].name.cmp(&live[a].name))
     });
-
-    let mut deleted = BTreeSet::new();
     if have > want {
         if desired.may_scale_in {
             for &i in order.iter().take(have - want) {
@@ -466,8 +637,8 @@ fn plan_instances(
                 }
                 let mut c = Change::new(Action::Delete, INSTANCE, &l.name, why);
                 c.cloud_id = l.cloud_id.clone();
-                changes.push(c);
-                deleted.insert(i);
+                steps.deletes.push(c);
+                steps.deleted.insert(i);
             }
         } else {
             notes.push(format!(
@@ -476,46 +647,84 @@ fn plan_instances(
             ));
         }
     }
+    for _ in have..want {
+        steps.creates.push(Change::new(
+            Action::Create,
+            INSTANCE,
+            new_name(),
+            format!("scale out: {have} -> {}", instances(want as u64)),
+        ));
+    }
+}
 
-    let mut new_name = || {
-        let name = naming::instance_name(input.stack, *next);
-        *next += 1;
-        name
-    };
-
-    let mut replace_changes = Vec::new();
-    for (i, l) in live.iter().enumerate() {
-        if deleted.contains(&i) {
+/// The demand policy: its creates, starts, stops and retirements, each with its reason.
+/// An action on an instance that is not in the state the policy assumed is skipped, with a
+/// note.
+fn follow_actions(
+    actions: &[PlannedAction],
+    live: &[Live],
+    new_name: &mut impl FnMut() -> String,
+    steps: &mut Steps,
+    notes: &mut Vec<String>,
+) {
+    let index: HashMap<&str, usize> = live
+        .iter()
+        .enumerate()
+        .map(|(i, l)| (l.name.as_str(), i))
+        .collect();
+    for a in actions {
+        let (action, instance, why) = match a {
+            PlannedAction::Create { count, why } => {
+                for _ in 0..*count {
+                    steps.creates.push(Change::new(
+                        Action::Create,
+                        INSTANCE,
+                        new_name(),
+                        format!("scale out: {why}"),
+                    ));
+                }
+                continue;
+            }
+            PlannedAction::Start { instance, why } => (Action::Start, instance, why),
+            PlannedAction::Stop { instance, why } => (Action::Stop, instance, why),
+            PlannedAction::Retire { instance, why } => (Action::Delete, instance, why),
+        };
+        let Some(&i) = index.get(instance.as_str()) else {
+            notes.push(format!(
+                "the policy asked to {} {instance}, which the cloud does not report: skipped",
+                action.as_str()
+            ));
+            continue;
+        };
+        let l = &live[i];
+        let fits = match action {
+            Action::Start => matches!(l.lifecycle, Lifecycle::Stopped),
+            Action::Stop => matches!(l.lifecycle, Lifecycle::Running),
+            _ => true,
+        };
+        if !fits {
+            notes.push(format!(
+                "the policy asked to {} {instance}, which is {}: skipped",
+                action.as_str(),
+                l.lifecycle.as_str()
+            ));
             continue;
         }
-        if let Some(why) = &outdated[i] {
-            let mut c = Change::new(Action::Replace, INSTANCE, &l.name, why.clone());
-            c.cloud_id = l.cloud_id.clone();
-            c.replacement = Some(new_name());
-            c.instance = Some(desired.spec.clone());
-            replace_changes.push(c);
+        let reason = match action {
+            Action::Delete => format!("retire: {why}"),
+            _ => why.to_string(),
+        };
+        let mut c = Change::new(action, INSTANCE, &l.name, reason);
+        c.cloud_id = l.cloud_id.clone();
+        match action {
+            Action::Start => steps.starts.push(c),
+            Action::Stop => steps.stops.push(c),
+            _ => {
+                steps.deleted.insert(i);
+                steps.deletes.push(c);
+            }
         }
     }
-
-    // Creates come before the deletes of this step in apply order (the executor phases by
-    // action); list them first so the diff reads in that order too.
-    let mut creates = Vec::new();
-    if want > have {
-        for _ in 0..(want - have) {
-            let mut c = Change::new(
-                Action::Create,
-                INSTANCE,
-                new_name(),
-                format!("scale out: {have} -> {}", instances(want as u64)),
-            );
-            c.instance = Some(desired.spec.clone());
-            creates.push(c);
-        }
-    }
-    let deletes: Vec<Change> = changes.split_off(changes.len() - deleted.len());
-    changes.extend(creates);
-    changes.extend(replace_changes);
-    changes.extend(deletes);
 }
 
 /// First free instance index: past every name in state and in the cloud.
@@ -540,7 +749,7 @@ fn first_free_index(input: &PlanInput<'_>) -> u64 {
 
 /// Updates records with lifecycle facts the cloud reported (not a plan change: nothing
 /// is decided from it). Returns whether anything changed.
-pub fn refresh_facts(state: &mut State, observed: &Observed) -> bool {
+pub fn refresh_facts(state: &mut State, observed: &Observed, now: DateTime<Utc>) -> bool {
     let by_id: HashMap<&str, &ObservedInstance> = observed
         .instances
         .iter()
@@ -560,6 +769,9 @@ pub fn refresh_facts(state: &mut State, observed: &Observed) -> bool {
             rec.instance_type = o.instance_type.clone();
             changed = true;
         }
+    }
+    if let Some(rs) = &observed.runners {
+        changed |= runners::refresh_runner_facts(state, rs, now);
     }
     changed
 }

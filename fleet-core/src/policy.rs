@@ -32,9 +32,9 @@ pub struct Decision {
     /// Whether the planner may delete instances to reach `desired`. False when demand is
     /// unknown and the policy depends on it.
     pub may_scale_in: bool,
-    /// What the demand policy wants done, per instance, with reasons (empty for policies
-    /// that only give a count). The planner turns these into plan steps.
-    pub actions: Vec<PlannedAction>,
+    /// What the demand policy wants done, per instance, with reasons; `None` for policies
+    /// that only give a count (the planner then creates or deletes to reach `desired`).
+    pub actions: Option<Vec<PlannedAction>>,
 }
 
 /// One fleet action of the demand policy, naming the instance it applies to.
@@ -89,7 +89,7 @@ impl Policy for StaticPolicy {
             desired,
             reason: format!("policy.min_instances = {desired}"),
             may_scale_in: true,
-            actions: Vec::new(),
+            actions: None,
         }
     }
 }
@@ -110,7 +110,7 @@ impl Policy for DemandPolicy {
                     desired: input.config.min_instances.min(input.config.max_instances),
                     reason: format!("{}: {}", p.path, p.message),
                     may_scale_in: false,
-                    actions: Vec::new(),
+                    actions: None,
                 }
             }
         };
@@ -153,14 +153,14 @@ impl Policy for DemandPolicy {
             desired: s.total_after,
             reason,
             may_scale_in: s.may_scale_in,
-            actions,
+            actions: Some(actions),
         }
     }
 }
 
 /// The recorded fleet as the policy sees it: names and views, in the same order. Instances
 /// being deleted are left out; an instance whose state is not known yet counts as booting,
-/// so it is never stopped or retired.
+/// so it is never stopped or retired; one whose runner is paused for scale-in is draining.
 pub fn fleet_view(state: &State) -> (Vec<String>, Vec<VmView>) {
     let mut names = Vec::with_capacity(state.instances.len());
     let mut views = Vec::with_capacity(state.instances.len());
@@ -173,6 +173,7 @@ pub fn fleet_view(state: &State) -> (Vec<String>, Vec<VmView>) {
             continue;
         }
         let state = match r.lifecycle {
+            Lifecycle::Running if r.draining_since.is_some() => VmState::Draining,
             Lifecycle::Running if r.jobs.running > 0 => VmState::Busy,
             Lifecycle::Running => VmState::Idle,
             Lifecycle::Stopping => VmState::Stopping,
@@ -190,7 +191,7 @@ pub fn fleet_view(state: &State) -> (Vec<String>, Vec<VmView>) {
             since: last_active,
             billed_since: match state {
                 VmState::Stopped | VmState::Stopping => None,
-                _ => Some(r.created_at),
+                _ => Some(r.started_at.unwrap_or(r.created_at)),
             },
             last_active,
             jobs_run: r.jobs.jobs_run,

@@ -50,6 +50,8 @@ impl Rig {
     ) -> fleet_core::apply::ApplyReport {
         let ex = Executor {
             cloud: &self.cloud,
+            ci: &fleet_core::ci::NoCi,
+            renderer: None,
             backend: &self.backend,
             scope: Scope {
                 stack: STACK.into(),
@@ -196,6 +198,8 @@ async fn a_saved_plan_is_refused_once_state_moved() {
     r.apply(&plan, &mut state, false).await;
     let ex = Executor {
         cloud: &r.cloud,
+        ci: &fleet_core::ci::NoCi,
+        renderer: None,
         backend: &r.backend,
         scope: Scope {
             stack: STACK.into(),

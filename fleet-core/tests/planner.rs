@@ -16,6 +16,7 @@ fn three_running() -> (State, Observed) {
         Observed {
             instances: obs,
             resources: vec![],
+            ..Observed::default()
         },
     )
 }
@@ -81,6 +82,7 @@ fn adopt_forget_and_interrupted_operations_are_settled() {
     let observed = Observed {
         instances: vec![obs[0].clone(), obs[1].clone(), obs[2].clone(), foreign],
         resources: vec![],
+        ..Observed::default()
     };
     let plan = run(Operation::Up, &state, &observed, &desired(4, "debian-12"));
     insta::assert_snapshot!(plan.display().to_string());
@@ -191,6 +193,7 @@ fn unnamed_batch_members_are_matched_to_their_pending_records_by_batch() {
     let observed = Observed {
         instances: vec![made, orphan],
         resources: vec![],
+        ..Observed::default()
     };
     let plan = run(Operation::Up, &state, &observed, &desired(2, "debian-12"));
     insta::assert_snapshot!(plan.display().to_string());

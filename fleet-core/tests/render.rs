@@ -277,6 +277,8 @@ fn record(
             ..JobFacts::default()
         },
         pending: None,
+        started_at: None,
+        draining_since: None,
     }
 }
 

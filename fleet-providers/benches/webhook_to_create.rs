@@ -26,7 +26,7 @@ use axum::routing::post;
 use axum::Router;
 use tokio::sync::mpsc;
 
-use fleet_core::apply::{ApplyOptions, Executor, NoProgress};
+use fleet_core::apply::{ApplyOptions, NoProgress};
 use fleet_core::cloud::{
     Cloud, CloudError, CreateInstance, CreateOutcome, DeleteOutcome, Observed, ObservedInstance,
     ObservedResource, Scope,
@@ -55,14 +55,14 @@ impl Policy for PendingJobsPolicy {
                     desired: want,
                     reason: format!("{pending} pending + {running} running jobs"),
                     may_scale_in: true,
-                    actions: Vec::new(),
+                    actions: None,
                 }
             }
             fleet_core::ci::Demand::Unknown { reason } => Decision {
                 desired: c.min_instances,
                 reason: format!("demand unknown: {reason}"),
                 may_scale_in: false,
-                actions: Vec::new(),
+                actions: None,
             },
         }
     }
@@ -251,18 +251,12 @@ state: {{ backend: local, path: state.json }}
             .plan(Operation::Up, &state, &observed, chrono::Utc::now())
             .await?;
         let clock = chrono::Utc::now;
-        let executor = Executor {
-            cloud: &cloud,
-            backend: backend.as_ref(),
-            scope: fleet.scope(&state),
-            options: ApplyOptions {
-                dry_run: false,
-                concurrency: 4,
-                batch_size: 100,
-            },
-            progress: &NoProgress,
-            clock: &clock,
+        let options = ApplyOptions {
+            dry_run: false,
+            concurrency: 4,
+            batch_size: 100,
         };
+        let executor = fleet.executor(&state, options, &NoProgress, &clock)?;
         executor.apply(&plan, &mut state, Some(&observed)).await?;
         let created = *creates
             .lock()

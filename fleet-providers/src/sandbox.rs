@@ -473,6 +473,7 @@ impl Cloud for SandboxCloud {
                         spec_hash: r.tags.get(tags::SPEC).cloned().unwrap_or_default(),
                     })
                     .collect(),
+                ..Observed::default()
             })
         })
     }

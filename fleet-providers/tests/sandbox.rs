@@ -132,6 +132,8 @@ async fn converges_while_a_fifth_of_calls_fail() {
             resources: vec![],
             reason: "test".into(),
             may_scale_in: true,
+            actions: None,
+            runner_rules: Default::default(),
         };
         loop {
             rounds += 1;
@@ -153,6 +155,8 @@ async fn converges_while_a_fifth_of_calls_fail() {
                 break;
             }
             let ex = Executor {
+                ci: &fleet_core::ci::NoCi,
+                renderer: None,
                 cloud: &cloud,
                 backend: &backend,
                 scope: scope.clone(),

@@ -65,11 +65,16 @@ impl fmt::Display for PlanDisplay<'_> {
         }
         let s = &p.summary;
         writeln!(f)?;
-        writeln!(
+        write!(
             f,
-            "Plan: {} to create, {} to replace, {} to delete, {} to adopt, {} to forget.",
+            "Plan: {} to create, {} to replace, {} to delete, {} to adopt, {} to forget",
             s.create, s.replace, s.delete, s.adopt, s.forget
-        )
+        )?;
+        // Power changes only appear when there are some, so count-only plans read as before.
+        if s.start + s.stop > 0 {
+            write!(f, ", {} to start, {} to stop", s.start, s.stop)?;
+        }
+        writeln!(f, ".")
     }
 }
 

@@ -21,6 +21,9 @@ pub const PLAN_FORMAT_VERSION: u32 = 1;
 /// The `kind` of runner instances in a change (resources use their own kind).
 pub const INSTANCE: &str = "instance";
 
+/// The `kind` of a CI runner registered for an instance (its `cloud_id` is the runner id).
+pub const RUNNER: &str = "runner";
+
 /// What a change does.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -36,6 +39,12 @@ pub enum Action {
     Adopt,
     /// Drop a record whose object the cloud no longer has.
     Forget,
+    /// Start a stopped instance (or return a draining one to service) and resume its
+    /// runner.
+    Start,
+    /// Pause an idle instance's runner and stop the instance (disk kept, compute not
+    /// billed).
+    Stop,
 }
 
 impl Action {
@@ -46,6 +55,8 @@ impl Action {
             Action::Replace => "±",
             Action::Delete => "-",
             Action::Adopt | Action::Forget => "~",
+            Action::Start => "↑",
+            Action::Stop => "↓",
         }
     }
 
@@ -57,12 +68,14 @@ impl Action {
             Action::Delete => "delete",
             Action::Adopt => "adopt",
             Action::Forget => "forget",
+            Action::Start => "start",
+            Action::Stop => "stop",
         }
     }
 
     /// Whether applying it calls the cloud (adopt and forget only touch state).
     pub fn touches_cloud(self) -> bool {
-        matches!(self, Action::Create | Action::Replace | Action::Delete)
+        !matches!(self, Action::Adopt | Action::Forget)
     }
 }
 
@@ -135,6 +148,11 @@ impl Change {
     pub fn is_instance(&self) -> bool {
         self.kind == INSTANCE
     }
+
+    /// Whether this change is about a supporting resource (not an instance, not a runner).
+    pub fn is_resource(&self) -> bool {
+        self.kind != INSTANCE && self.kind != RUNNER
+    }
 }
 
 /// Counts of changes by action.
@@ -150,6 +168,27 @@ pub struct Summary {
     pub adopt: usize,
     /// Forgets.
     pub forget: usize,
+    /// Starts.
+    #[serde(default)]
+    pub start: usize,
+    /// Stops.
+    #[serde(default)]
+    pub stop: usize,
+}
+
+impl Summary {
+    /// Counts one more `action`.
+    pub fn count(&mut self, action: Action) {
+        match action {
+            Action::Create => self.create += 1,
+            Action::Replace => self.replace += 1,
+            Action::Delete => self.delete += 1,
+            Action::Adopt => self.adopt += 1,
+            Action::Forget => self.forget += 1,
+            Action::Start => self.start += 1,
+            Action::Stop => self.stop += 1,
+        }
+    }
 }
 
 /// A plan.
@@ -194,13 +233,7 @@ impl Plan {
     pub fn summarize(changes: &[Change]) -> Summary {
         let mut s = Summary::default();
         for c in changes {
-            match c.action {
-                Action::Create => s.create += 1,
-                Action::Replace => s.replace += 1,
-                Action::Delete => s.delete += 1,
-                Action::Adopt => s.adopt += 1,
-                Action::Forget => s.forget += 1,
-            }
+            s.count(c.action);
         }
         s
     }

@@ -91,6 +91,14 @@ pub struct InstanceRecord {
     /// A cloud call in flight (or interrupted).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pending: Option<PendingOp>,
+    /// When the VM last started running (its create or its last start): where its running
+    /// bill began. `None` in records written before this field existed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started_at: Option<DateTime<Utc>>,
+    /// When its runner was paused for a scale-in: the VM is deleted once no job runs on it,
+    /// and never while one does.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub draining_since: Option<DateTime<Utc>>,
 }
 
 impl InstanceRecord {
@@ -111,6 +119,8 @@ impl InstanceRecord {
             address: o.address.clone(),
             jobs: JobFacts::default(),
             pending: None,
+            started_at: Some(o.launched_at),
+            draining_since: None,
         }
     }
 }
@@ -173,6 +183,9 @@ pub struct JobFacts {
     /// The GitLab runner id registered for it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub runner_id: Option<u64>,
+    /// When its runner was first seen online (a runner process on the VM contacted GitLab).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub runner_online_at: Option<DateTime<Utc>>,
 }
 
 /// A cloud call recorded before it is made, settled after.

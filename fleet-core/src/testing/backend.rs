@@ -17,6 +17,8 @@ fn record(i: u64) -> InstanceRecord {
         address: Some("127.0.0.1".into()),
         jobs: JobFacts::default(),
         pending: None,
+        started_at: None,
+        draining_since: None,
     }
 }
 

@@ -121,6 +121,7 @@ impl Cloud for MemoryCloud {
                 .filter(|(s, _)| *s == scope.stack)
                 .map(|(_, r)| r.clone())
                 .collect(),
+            ..Observed::default()
         })
     }
 

@@ -31,6 +31,8 @@ pub fn desired(n: u32, image: &str) -> Desired {
         resources: Vec::new(),
         reason: format!("policy.min_instances = {n}"),
         may_scale_in: true,
+        actions: None,
+        runner_rules: Default::default(),
     }
 }
 

@@ -707,6 +707,7 @@ impl Cloud for AwsCloud {
         Ok(Observed {
             instances,
             resources,
+            ..Observed::default()
         })
     }
 
