@@ -9,7 +9,7 @@ use chrono::Utc;
 use fleet_core::ci::{Ci, NoCi};
 use fleet_core::cloud::Cloud;
 use fleet_core::engine::Fleet;
-use fleet_core::policy::StaticPolicy;
+use fleet_core::policy::{DemandPolicy, Policy, StaticPolicy};
 use fleet_core::stack::{self, LoadedStack, Override};
 use fleet_core::state::{LockInfo, StateBackend, StateError};
 
@@ -22,7 +22,8 @@ pub struct Ctx {
     pub calls: fleet_providers::aws::CallCounter,
     pub cloud: Box<dyn Cloud>,
     pub backend: Box<dyn StateBackend>,
-    policy: StaticPolicy,
+    /// The demand policy when a CI system reports demand, else `min_instances` as a count.
+    policy: Box<dyn Policy>,
     /// GitLab when the stack names `runner.gitlab_url` and `runner.token_env`, else `NoCi`.
     ci: Box<dyn Ci>,
 }
@@ -39,16 +40,17 @@ impl Ctx {
         let calls = fleet_providers::aws::CallCounter::default();
         let cloud = fleet_providers::cloud_for(&loaded, &calls).await?;
         let backend = fleet_providers::backend_for(&loaded, &calls).await?;
-        let ci: Box<dyn Ci> = match fleet_providers::gitlab::ci_for(&loaded)? {
-            Some(gitlab) => Box::new(gitlab),
-            None => Box::new(NoCi),
-        };
+        let (ci, policy): (Box<dyn Ci>, Box<dyn Policy>) =
+            match fleet_providers::gitlab::ci_for(&loaded)? {
+                Some(gitlab) => (Box::new(gitlab), Box::new(DemandPolicy)),
+                None => (Box::new(NoCi), Box::new(StaticPolicy)),
+            };
         Ok(Ctx {
             loaded,
             calls,
             cloud,
             backend,
-            policy: StaticPolicy,
+            policy,
             ci,
         })
     }
@@ -58,7 +60,7 @@ impl Ctx {
             stack: &self.loaded,
             cloud: self.cloud.as_ref(),
             backend: self.backend.as_ref(),
-            policy: &self.policy,
+            policy: self.policy.as_ref(),
             ci: self.ci.as_ref(),
         }
     }

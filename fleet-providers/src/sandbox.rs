@@ -7,6 +7,13 @@
 //! injected failures happen after the effect (like a timeout after the cloud acted), so
 //! the engine's handling of ambiguous failures is exercised too. `crash_after` kills the
 //! process right after the Nth create or delete took effect, for crash tests.
+//!
+//! With `runner_agent: true`, each instance also plays the `gitlab-runner` its user data
+//! would start: once it is observed running, it verifies the runner token found in its user
+//! data with the GitLab at `runner.gitlab_url` (`POST /api/v4/runners/verify`), which is
+//! what brings a runner online. Pointed at the GitLab simulator, whose online runners take
+//! and finish jobs, this closes the loop for demos and end-to-end tests. Like a real cloud's
+//! user data, the token is kept in the sandbox's own file, never in the fleet's state.
 
 use std::collections::BTreeMap;
 use std::fs::{self, OpenOptions};
@@ -63,6 +70,10 @@ pub struct SandboxSettings {
     /// after its Nth create or delete call took effect.
     #[serde(default)]
     pub crash_after: Option<String>,
+    /// Booted instances verify the runner token in their user data with
+    /// `runner.gitlab_url`, as the `gitlab-runner` on a real VM does.
+    #[serde(default)]
+    pub runner_agent: bool,
 }
 
 fn default_boot() -> Duration {
@@ -111,6 +122,10 @@ pub struct SandboxInstance {
     /// When it was last started again after a stop.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub started_at: Option<DateTime<Utc>>,
+    /// The runner token its user data carries, while its runner agent has not verified it
+    /// (the cloud's copy of the user data; cleared once verified).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub runner_token: Option<String>,
 }
 
 /// A supporting resource in the sandbox.
@@ -133,6 +148,8 @@ pub struct SandboxCloud {
     rng: Mutex<StdRng>,
     crash: Option<(String, u64)>,
     calls: Mutex<BTreeMap<String, u64>>,
+    /// `runner.gitlab_url` and a client, when instances act as runner agents.
+    agent: Option<(String, reqwest::Client)>,
 }
 
 const PROVIDER: &str = "sandbox";
@@ -147,6 +164,7 @@ impl SandboxCloud {
             file,
             crash,
             calls: Mutex::new(BTreeMap::new()),
+            agent: None,
         }
     }
 
@@ -180,7 +198,64 @@ impl SandboxCloud {
             Some(f) => loaded.resolve(f),
             None => default_dir.join("sandbox-cloud.json"),
         };
-        Ok(SandboxCloud::new(settings, file))
+        let agent = settings.runner_agent;
+        let mut cloud = SandboxCloud::new(settings, file);
+        if agent {
+            let Some(url) = &loaded.stack.runner.gitlab_url else {
+                return Err(loaded.error_at(
+                    "provider.runner_agent",
+                    "runner_agent needs runner.gitlab_url to verify runner tokens with",
+                    "set runner.gitlab_url (for example the GitLab simulator's URL)",
+                ));
+            };
+            let client = reqwest::Client::builder()
+                .timeout(Duration::from_secs(10))
+                .build()
+                .map_err(|e| {
+                    loaded.error_at("provider.runner_agent", e.to_string(), "check TLS support")
+                })?;
+            cloud.agent = Some((url.trim_end_matches('/').to_string(), client));
+        }
+        Ok(cloud)
+    }
+
+    /// Runner agents of instances that are running now verify their tokens. One that
+    /// fails tries again at the next observation.
+    async fn run_agents(&self, now: DateTime<Utc>) -> Result<(), CloudError> {
+        let Some((url, client)) = &self.agent else {
+            return Ok(());
+        };
+        let due: Vec<(String, String)> = self.with_world(false, |w| {
+            Ok(w.instances
+                .iter()
+                .filter(|i| self.observed(i, now).lifecycle == Lifecycle::Running)
+                .filter_map(|i| Some((i.id.clone(), i.runner_token.clone()?)))
+                .collect())
+        })?;
+        let mut verified = Vec::new();
+        for (id, token) in due {
+            let answer = client
+                .post(format!("{url}/api/v4/runners/verify"))
+                .json(&serde_json::json!({ "token": token, "system_id": format!("s_{id}") }))
+                .send()
+                .await;
+            match answer {
+                Ok(r) if r.status().is_success() => verified.push(id),
+                Ok(r) => {
+                    tracing::debug!(instance = %id, status = %r.status(), "runner verify refused")
+                }
+                Err(e) => tracing::debug!(instance = %id, "runner verify failed: {e}"),
+            }
+        }
+        if !verified.is_empty() {
+            self.with_world(true, |w| {
+                for i in w.instances.iter_mut().filter(|i| verified.contains(&i.id)) {
+                    i.runner_token = None;
+                }
+                Ok(())
+            })?;
+        }
+        Ok(())
     }
 
     /// The file this sandbox lives in.
@@ -421,6 +496,16 @@ enum Injection {
     After,
 }
 
+/// The first runner authentication token (`glrt-...`) in a user data text.
+fn runner_token_in(user_data: &str) -> Option<String> {
+    let start = user_data.find("glrt-")?;
+    let token: String = user_data[start..]
+        .chars()
+        .take_while(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+        .collect();
+    (token.len() > "glrt-".len()).then_some(token)
+}
+
 fn parse_crash(s: &str) -> Option<(String, u64)> {
     let (op, n) = s.split_once(':')?;
     let n: u64 = n.parse().ok().filter(|n| *n > 0)?;
@@ -454,6 +539,7 @@ impl Cloud for SandboxCloud {
             return Err(self.injected("observe"));
         }
         let now = Utc::now();
+        self.run_agents(now).await?;
         self.with_world(false, |w| {
             Ok(Observed {
                 instances: w
@@ -551,6 +637,11 @@ impl Cloud for SandboxCloud {
                     terminated_at: None,
                     stopped_at: None,
                     started_at: None,
+                    runner_token: self
+                        .agent
+                        .as_ref()
+                        .and(req.user_data.as_ref())
+                        .and_then(|u| runner_token_in(u.expose())),
                 };
                 out.created.push(self.observed(&i, now));
                 w.instances.push(i);

@@ -23,6 +23,7 @@ fn settings() -> SandboxSettings {
         instance_types: vec!["small".into()],
         cloud_file: None,
         crash_after: None,
+        runner_agent: false,
     }
 }
 

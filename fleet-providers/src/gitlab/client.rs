@@ -12,7 +12,9 @@ use serde_json::{json, Value};
 
 use fleet_core::secret::Secret;
 
-use super::models::{CreatedRunner, Job, Project, RunnerDetails, RunnerManager, RunnerSummary};
+use super::models::{
+    CreatedRunner, Group, Job, Project, RunnerDetails, RunnerManager, RunnerSummary,
+};
 use super::GitLabError;
 
 /// Most pages read for one list; a guard against a server that never stops paging.
@@ -252,6 +254,11 @@ impl GitLabClient {
         .await
     }
 
+    /// A group, by id or full path.
+    pub async fn group(&self, id_or_path: &str) -> Result<Group, GitLabError> {
+        self.get(&format!("/groups/{}", encode(id_or_path))).await
+    }
+
     /// The pending and running jobs of a project.
     pub async fn active_jobs(&self, project_id: u64) -> Result<Vec<Job>, GitLabError> {
         self.get_all(&format!(
@@ -312,6 +319,12 @@ impl GitLabClient {
     /// Runners the token's user can see (`GET /runners`), for cleanup by description.
     pub async fn runners(&self) -> Result<Vec<RunnerSummary>, GitLabError> {
         self.get_all("/runners").await
+    }
+
+    /// Every runner of the instance (`GET /runners/all`, administrators only), where
+    /// instance runners are listed.
+    pub async fn all_runners(&self) -> Result<Vec<RunnerSummary>, GitLabError> {
+        self.get_all("/runners/all").await
     }
 
     /// Deletes a runner; a runner that is already gone is [`Outcome::AlreadyDone`].

@@ -1,16 +1,35 @@
-//! Demand from GitLab's API: the pending and running jobs this fleet could run, in the
-//! projects and groups the stack lists. The API is the source of truth for counts; webhooks
-//! only say when to look again.
+//! GitLab as the fleet's CI system: demand from the API (the pending and running jobs this
+//! fleet could run, in the projects and groups the stack lists; the API is the source of
+//! truth for counts, webhooks only say when to look again), and, when the stack gives no
+//! shared runner token, one runner per VM on the token workflow (`POST /user/runners`).
 
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
+use futures_util::stream::{self, StreamExt};
 
-use fleet_core::ci::{Ci, CiError, Demand};
+use fleet_core::ci::{Ci, CiError, Demand, NewRunner, ObservedRunner};
+use fleet_core::stack::RunnerType;
 
-use super::client::GitLabClient;
-use super::GitLabError;
+use super::client::{GitLabClient, RunnerSpec};
+use super::{parse_runner_description, runner_description, GitLabError};
+
+/// Runner calls in flight at once while listing jobs per runner.
+const RUNNER_CONCURRENCY: usize = 8;
+
+/// How the fleet registers its runners: one per VM, described as `fleet:<stack>/<instance>`.
+#[derive(Debug, Clone)]
+pub struct Registration {
+    /// The stack (in every runner's description).
+    pub stack: String,
+    /// `instance_type`, `group_type` or `project_type`.
+    pub runner_type: RunnerType,
+    /// Whether project runners are locked to their projects.
+    pub locked: bool,
+    /// Longest job, in seconds.
+    pub maximum_timeout: Option<u64>,
+}
 
 /// How long the projects of the listed groups are reused before they are listed again.
 pub const PROJECT_CACHE_TTL: Duration = Duration::from_secs(300);
@@ -48,13 +67,15 @@ pub struct DemandScope {
     pub run_untagged: bool,
 }
 
-/// The GitLab [`Ci`]: counts jobs through the REST API.
+/// The GitLab [`Ci`]: counts jobs through the REST API, and registers runners when given a
+/// [`Registration`].
 #[derive(Debug)]
 pub struct GitLabCi {
     client: GitLabClient,
     scope: DemandScope,
     cache_ttl: Duration,
     cache: tokio::sync::Mutex<Option<(Instant, Vec<u64>)>>,
+    registration: Option<Registration>,
 }
 
 impl GitLabCi {
@@ -65,7 +86,113 @@ impl GitLabCi {
             scope,
             cache_ttl: PROJECT_CACHE_TTL,
             cache: tokio::sync::Mutex::new(None),
+            registration: None,
         }
+    }
+
+    /// Registers one runner per VM as `registration` says.
+    pub fn with_registration(mut self, registration: Registration) -> GitLabCi {
+        self.registration = Some(registration);
+        self
+    }
+
+    /// The `POST /user/runners` attributes of `instance`'s runner.
+    async fn runner_spec(
+        &self,
+        reg: &Registration,
+        instance: &str,
+    ) -> Result<RunnerSpec, GitLabError> {
+        let first = |list: &[String], key: &str| {
+            list.first().cloned().ok_or_else(|| GitLabError::Config {
+                message: format!(
+                    "runner.runner_type {} needs at least one entry in runner.{key}",
+                    reg.runner_type.as_str()
+                ),
+            })
+        };
+        let (group_id, project_id) = match reg.runner_type {
+            RunnerType::InstanceType => (None, None),
+            RunnerType::GroupType => {
+                let g = first(&self.scope.groups, "groups")?;
+                (Some(self.client.group(&g).await?.id), None)
+            }
+            RunnerType::ProjectType => {
+                let p = first(&self.scope.projects, "projects")?;
+                (None, Some(self.client.project(&p).await?.id))
+            }
+        };
+        Ok(RunnerSpec {
+            runner_type: reg.runner_type,
+            group_id,
+            project_id,
+            description: runner_description(&reg.stack, instance),
+            tag_list: self.scope.tags.iter().cloned().collect(),
+            run_untagged: self.scope.run_untagged,
+            locked: reg.locked,
+            maximum_timeout: reg.maximum_timeout,
+            paused: false,
+        })
+    }
+
+    /// Registers `instance`'s runner; a project runner is also assigned to the stack's
+    /// other projects. A runner that cannot be fully set up is deleted again.
+    pub async fn register(&self, instance: &str) -> Result<NewRunner, GitLabError> {
+        let reg = self.registration.as_ref().ok_or_else(|| GitLabError::Config {
+            message: "this stack gives a shared runner token (runner.runner_token_env), so the fleet registers no runners".into(),
+        })?;
+        let spec = self.runner_spec(reg, instance).await?;
+        let created = self.client.create_runner(&spec).await?;
+        if reg.runner_type == RunnerType::ProjectType {
+            for p in self.scope.projects.iter().skip(1) {
+                if let Err(e) = self.client.assign_runner(p, created.id).await {
+                    let _ = self.client.delete_runner(created.id).await;
+                    return Err(e);
+                }
+            }
+        }
+        Ok(NewRunner {
+            id: created.id,
+            token: created.token,
+        })
+    }
+
+    /// This stack's runners, with the jobs each runs now.
+    pub async fn stack_runners(&self) -> Result<Vec<ObservedRunner>, GitLabError> {
+        let Some(reg) = &self.registration else {
+            return Ok(Vec::new());
+        };
+        let listed = match reg.runner_type {
+            RunnerType::InstanceType => self.client.all_runners().await?,
+            _ => self.client.runners().await?,
+        };
+        let ours: Vec<ObservedRunner> = listed
+            .into_iter()
+            .filter_map(|r| {
+                let (stack, instance) = parse_runner_description(r.description.as_deref()?)?;
+                (stack == reg.stack).then(|| ObservedRunner {
+                    id: r.id,
+                    instance: instance.to_string(),
+                    online: r.online == Some(true) || r.status.as_deref() == Some("online"),
+                    paused: r.is_paused(),
+                    running_jobs: 0,
+                    contacted_at: None,
+                })
+            })
+            .collect();
+        // Exact per-runner counts: a runner may run jobs of projects the stack does not list.
+        let counted: Vec<Result<ObservedRunner, GitLabError>> =
+            stream::iter(ours.into_iter().map(|mut r| async move {
+                if r.online {
+                    r.running_jobs = self.client.running_jobs(r.id).await?.len() as u32;
+                }
+                Ok(r)
+            }))
+            .buffer_unordered(RUNNER_CONCURRENCY)
+            .collect()
+            .await;
+        let mut out = counted.into_iter().collect::<Result<Vec<_>, _>>()?;
+        out.sort_by_key(|r| r.id);
+        Ok(out)
     }
 
     /// Changes how long group expansions are reused.
@@ -144,11 +271,51 @@ impl Ci for GitLabCi {
                     running: c.running,
                 })
             }
-            Err(e) => Err(CiError {
-                system: "gitlab".into(),
-                message: error_chain(&e),
-            }),
+            Err(e) => Err(ci_error(&e)),
         }
+    }
+
+    fn manages_runners(&self) -> bool {
+        self.registration.is_some()
+    }
+
+    async fn runners(&self) -> Result<Vec<ObservedRunner>, CiError> {
+        self.stack_runners().await.map_err(|e| ci_error(&e))
+    }
+
+    async fn create_runner(&self, instance: &str) -> Result<NewRunner, CiError> {
+        self.register(instance).await.map_err(|e| ci_error(&e))
+    }
+
+    async fn set_paused(&self, runner: u64, paused: bool) -> Result<(), CiError> {
+        self.client
+            .set_paused(runner, paused)
+            .await
+            .map(|_| ())
+            .map_err(|e| ci_error(&e))
+    }
+
+    async fn running_jobs(&self, runner: u64) -> Result<u32, CiError> {
+        self.client
+            .running_jobs(runner)
+            .await
+            .map(|jobs| jobs.len() as u32)
+            .map_err(|e| ci_error(&e))
+    }
+
+    async fn delete_runner(&self, runner: u64) -> Result<(), CiError> {
+        self.client
+            .delete_runner(runner)
+            .await
+            .map(|_| ())
+            .map_err(|e| ci_error(&e))
+    }
+}
+
+fn ci_error(e: &GitLabError) -> CiError {
+    CiError {
+        system: "gitlab".into(),
+        message: error_chain(e),
     }
 }
 

@@ -17,11 +17,17 @@ use fleet_core::secret::Secret;
 use fleet_core::stack::{LoadedStack, StackError};
 
 pub use client::{GitLabClient, Outcome, RetryPolicy, RunnerSpec};
-pub use demand::{DemandScope, GitLabCi};
+pub use demand::{DemandScope, GitLabCi, Registration};
 
 /// Errors talking to GitLab.
 #[derive(Debug, thiserror::Error)]
 pub enum GitLabError {
+    /// The stack's runner settings do not allow the call.
+    #[error("{message}")]
+    Config {
+        /// What is missing, naming the stack key.
+        message: String,
+    },
     /// The HTTP client could not be built.
     #[error("cannot build the HTTP client for GitLab")]
     Client {
@@ -110,7 +116,18 @@ pub fn ci_for(loaded: &LoadedStack) -> Result<Option<GitLabCi>, StackError> {
         tags: r.tags.iter().cloned().collect(),
         run_untagged: r.run_untagged,
     };
-    Ok(Some(GitLabCi::new(client, scope)))
+    let ci = GitLabCi::new(client, scope);
+    // A shared runner token means the runner exists already; otherwise the fleet registers
+    // one runner per VM with the access token (it needs the `create_runner` scope).
+    Ok(Some(match r.runner_token_env {
+        Some(_) => ci,
+        None => ci.with_registration(Registration {
+            stack: loaded.stack.name.clone(),
+            runner_type: r.runner_type,
+            locked: r.locked,
+            maximum_timeout: r.maximum_timeout.map(|d| d.as_secs()),
+        }),
+    }))
 }
 
 /// A client with the default retry policy.
