@@ -128,6 +128,17 @@ async fn converge(
         output::print_plan(&plan);
     }
     if plan.is_empty() && operation != Operation::Refresh {
+        // Nothing to change, but what was observed (lifecycles, runner job facts) is
+        // recorded: the policy's idle times and job ends are measured from it.
+        execute(
+            ctx,
+            &plan,
+            &mut state,
+            observed.as_ref(),
+            false,
+            &NoProgress,
+        )
+        .await?;
         if g.json {
             println!(
                 "{}",
