@@ -446,7 +446,7 @@ impl Executor<'_> {
         // records, so the next plan can match instances a cloud made without names.
         let now = (self.clock)();
         let size = self.options.batch_size.min(self.cloud.max_batch()).max(1);
-        let mut batches: Vec<(String, Vec<(CreateInstance, &Change, Option<u64>)>)> = Vec::new();
+        let mut batches: Vec<(String, Vec<Launch<'_>>)> = Vec::new();
         for group in chunk(ready, size) {
             let names: Vec<&str> = group.iter().map(|(_, n, _, _)| n.as_str()).collect();
             let token = naming::batch_token(&names);
@@ -971,6 +971,9 @@ impl Executor<'_> {
         (done, failed)
     }
 }
+
+/// One instance of a create batch: the request, its plan change, and its runner id.
+type Launch<'c> = (CreateInstance, &'c Change, Option<u64>);
 
 fn chunk<T>(items: Vec<T>, size: usize) -> Vec<Vec<T>> {
     let mut out = Vec::new();

@@ -505,3 +505,57 @@ async fn clouds_that_cannot_stop_say_so() {
         "{e}"
     );
 }
+
+/// The user data of instance `id`, as moto stores it (base64 of what was sent).
+async fn user_data_of(id: &str) -> Option<String> {
+    let sdk = sdk_config(Some("us-east-1"), Some(&endpoint()), 3).await;
+    let ec2 = aws_sdk_ec2::Client::new(&sdk);
+    let out = ec2
+        .describe_instance_attribute()
+        .instance_id(id)
+        .attribute(aws_sdk_ec2::types::InstanceAttributeName::UserData)
+        .send()
+        .await
+        .unwrap();
+    out.user_data().and_then(|u| u.value()).map(str::to_string)
+}
+
+#[tokio::test]
+async fn each_instance_boots_with_its_own_user_data_gzipped_and_is_named_at_creation() {
+    use base64::Engine as _;
+    use std::io::Read as _;
+    let c = cloud().await;
+    let scope = scope(&unique("userdata"));
+    let (token, mut reqs) = requests(&scope, 3);
+    for r in &mut reqs {
+        r.user_data = Some(fleet_core::secret::Secret::new(format!(
+            "#cloud-config\nhostname: {}\n",
+            r.name
+        )));
+    }
+    let out = c.create_instances(&scope, &token, &reqs).await.unwrap();
+    assert!(out.failed.is_empty(), "{:?}", out.failed);
+    assert_eq!(out.created.len(), 3);
+    // One call per instance: user data differs, so one launch cannot carry it.
+    assert_eq!(c.calls().snapshot().get("RunInstances").copied(), Some(3));
+    // Named at creation: no tagging call afterwards.
+    assert_eq!(c.calls().snapshot().get("CreateTags").copied(), None);
+    for o in &out.created {
+        let encoded = user_data_of(&o.cloud_id).await.expect("user data");
+        let gz = base64::engine::general_purpose::STANDARD
+            .decode(encoded.trim())
+            .unwrap();
+        let mut text = String::new();
+        flate2::read::GzDecoder::new(&gz[..])
+            .read_to_string(&mut text)
+            .unwrap();
+        assert_eq!(text, format!("#cloud-config\nhostname: {}\n", o.name));
+        assert_eq!(o.batch.as_deref(), Some(token.as_str()));
+    }
+    let seen = c.observe(&scope).await.unwrap();
+    let mut names: Vec<&str> = seen.instances.iter().map(|i| i.name.as_str()).collect();
+    names.sort();
+    let mut wanted: Vec<&str> = reqs.iter().map(|r| r.name.as_str()).collect();
+    wanted.sort();
+    assert_eq!(names, wanted);
+}

@@ -9,6 +9,11 @@
 //! next plan matches to their pending records by batch token. With `spot`, capacity errors
 //! fall back to on-demand; a partial launch is topped up with one more call, so a batch
 //! takes at most three launch calls.
+//!
+//! User data is per instance (its hostname and runner token differ), so a batch whose
+//! instances carry different user data is launched one `RunInstances` call per instance,
+//! each named at creation and tagged with the batch token; user data is sent gzipped
+//! (cloud-init unpacks it). `CreateFleet` is used only for batches that share user data.
 
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -219,6 +224,9 @@ impl AwsCloud {
             call = call
                 .iam_instance_profile(IamInstanceProfileSpecification::builder().name(p).build());
         }
+        if let Some(u) = &req.user_data {
+            call = call.user_data(encode_user_data(u.expose()));
+        }
         if spot {
             call = call.instance_market_options(
                 InstanceMarketOptionsRequest::builder()
@@ -243,7 +251,11 @@ impl AwsCloud {
         batch_tags: &[Tag],
         spot: bool,
     ) -> Result<Vec<Instance>, CloudError> {
-        if req.spec.instance_types.len() > 1 || self.settings.subnets.len() > 1 {
+        // A launch template is shared by the spec, so per-instance user data goes through
+        // RunInstances.
+        if req.user_data.is_none()
+            && (req.spec.instance_types.len() > 1 || self.settings.subnets.len() > 1)
+        {
             self.create_fleet(req, count, token, batch_tags, spot).await
         } else {
             self.run_instances(req, count, token, batch_tags, spot)
@@ -417,13 +429,70 @@ impl AwsCloud {
         batch: &[CreateInstance],
     ) -> Result<Vec<Instance>, CloudError> {
         let first = &batch[0];
+        let shared = batch.iter().all(|r| r.user_data == first.user_data);
+        if !shared {
+            // One call per instance (bounded concurrency), each with its own client token
+            // and its name tagged at creation.
+            let mut calls: Vec<Result<Vec<Instance>, CloudError>> = Vec::new();
+            for group in batch.chunks(8) {
+                let futs: Vec<_> = group
+                    .iter()
+                    .map(|req| self.launch_single(token, req))
+                    .collect();
+                calls.extend(futures_util::future::join_all(futs).await);
+            }
+            let mut started = Vec::new();
+            let mut first_error = None;
+            for c in calls {
+                match c {
+                    Ok(v) => started.extend(v),
+                    Err(e) => {
+                        first_error.get_or_insert(e);
+                    }
+                }
+            }
+            return match (started.is_empty(), first_error) {
+                (true, Some(e)) => Err(e),
+                _ => Ok(started),
+            };
+        }
+        self.launch_tagged(token, token, batch).await
+    }
+
+    /// One instance of a batch, in its own call.
+    async fn launch_single(
+        &self,
+        batch_token: &str,
+        req: &CreateInstance,
+    ) -> Result<Vec<Instance>, CloudError> {
+        // EC2 client tokens are at most 64 characters; names can be long.
+        let client_token = format!(
+            "{batch_token}-{}",
+            fleet_core::spec::short_hash(req.name.as_bytes())
+        );
+        self.launch_tagged(batch_token, &client_token, std::slice::from_ref(req))
+            .await
+    }
+
+    /// [`Self::launch`] of instances sharing user data; `batch_token` is tagged, and
+    /// `token` is the client token. A single instance is named at creation.
+    async fn launch_tagged(
+        &self,
+        batch_token: &str,
+        token: &str,
+        batch: &[CreateInstance],
+    ) -> Result<Vec<Instance>, CloudError> {
+        let first = &batch[0];
         let mut batch_tags: Vec<Tag> = first
             .tags
             .iter()
-            .filter(|(k, _)| k.as_str() != tags::NAME)
+            .filter(|(k, _)| batch.len() == 1 || k.as_str() != tags::NAME)
             .map(|(k, v)| Tag::builder().key(k).value(v).build())
             .collect();
-        batch_tags.push(Tag::builder().key(tags::BATCH).value(token).build());
+        if batch.len() == 1 {
+            batch_tags.push(Tag::builder().key("Name").value(&first.name).build());
+        }
+        batch_tags.push(Tag::builder().key(tags::BATCH).value(batch_token).build());
 
         let mut spot = self.settings.spot;
         let mut started = match self
@@ -960,6 +1029,12 @@ impl Cloud for AwsCloud {
             }
         }
     }
+}
+
+/// User data as `RunInstances` takes it: gzipped, then base64.
+fn encode_user_data(text: &str) -> String {
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD.encode(fleet_core::render::gzip(text))
 }
 
 /// User data must fit EC2's 16 KB after gzip; say so when the stack loads, not at launch.
