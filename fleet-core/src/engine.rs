@@ -176,8 +176,17 @@ impl Fleet<'_> {
         let unknown = Demand::Unknown {
             reason: "the CI system was not asked".into(),
         };
+        // A cloud that cannot stop VMs (or bills stopped ones) gets running spares only.
+        let mut config = self.stack.stack.policy.clone();
+        if !self.cloud.can_stop() {
+            config.stopped_count = 0;
+            config.stopped_max = Some(0);
+            for p in &mut config.periods {
+                p.stopped_count = None;
+            }
+        }
         let decision = self.policy.decide(&PolicyInput {
-            config: &self.stack.stack.policy,
+            config: &config,
             demand: observed.demand.as_ref().unwrap_or(&unknown),
             state,
             now,
