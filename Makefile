@@ -7,12 +7,19 @@ STACK ?= stacks/sandbox.yaml
 ARGS ?=
 FLEET = $(CARGO) run --quiet -p fleet-cli --
 
-.PHONY: all build preview plan up destroy refresh test lint fmt bench bench-policy clean
+.PHONY: all build demo preview plan up destroy refresh test lint fmt bench bench-policy clean
 
 all: build
 
 build:
 	$(CARGO) build -p fleet-cli
+
+# The whole loop on this machine: the GitLab simulator replays the busiest 1.5 h of a job
+# trace at 60x while the fleet runs on the sandbox cloud; prints queue and fleet as it goes
+# and a report at the end (about 90 s). TRACE=... picks another trace.
+TRACE ?= stacks/traces/demo.csv
+demo:
+	FLEET_DEMO_TOKEN=$${FLEET_DEMO_TOKEN:-demo-token} $(FLEET) --stack stacks/demo.yaml demo --trace $(TRACE) $(ARGS)
 
 preview:
 	$(FLEET) preview --stack $(STACK) $(ARGS)

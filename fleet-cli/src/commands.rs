@@ -170,6 +170,28 @@ async fn converge(
     Ok(if report.failed.is_empty() { 0 } else { 1 })
 }
 
+/// One non-interactive converge, printing nothing: lock, read, observe, plan, apply,
+/// unlock. Returns the state after the apply (`None` when the plan was empty and nothing
+/// was observed to record).
+pub async fn reconcile_quietly(
+    g: &Global,
+    ctx: &Ctx,
+    operation: Operation,
+) -> Result<Option<State>> {
+    ctx.lock(g, "fleet-cli reconcile").await?;
+    let result = async {
+        let fleet = ctx.fleet();
+        let mut state = fleet.read_state(new_lineage).await?;
+        let observed = fleet.observe(&state).await?;
+        let plan = fleet.plan(operation, &state, &observed, Utc::now()).await?;
+        execute(ctx, &plan, &mut state, Some(&observed), false, &NoProgress).await?;
+        Ok(Some(state))
+    }
+    .await;
+    ctx.unlock().await;
+    result
+}
+
 fn read_plan(path: &Path) -> Result<Plan> {
     let bytes = std::fs::read(path)
         .with_context(|| format!("cannot read the saved plan {}", path.display()))?;

@@ -3,6 +3,7 @@
 
 mod commands;
 mod context;
+mod demo;
 mod output;
 mod render;
 mod simulate;
@@ -69,6 +70,8 @@ enum Command {
     Inventory,
     /// Replay a job trace through a scaling policy in virtual time: wait times against cost.
     Simulate(simulate::SimulateArgs),
+    /// Run the fleet against a simulated GitLab replaying a trace at high speed (`make demo`).
+    Demo(demo::DemoArgs),
 }
 
 #[derive(Debug, Args)]
@@ -138,7 +141,7 @@ enum StateCommand {
     },
 }
 
-fn parse_duration(s: &str) -> Result<Duration, String> {
+pub(crate) fn parse_duration(s: &str) -> Result<Duration, String> {
     fleet_core::stack::parse_duration(s)
         .ok_or_else(|| format!("`{s}` is not a duration; write it like 30s, 5m or 1h"))
 }
@@ -173,6 +176,7 @@ fn main() -> ExitCode {
             Command::Render(a) => render::render(g, a.instance.as_deref(), a.show_secrets).await,
             Command::Inventory => render::inventory(g).await,
             Command::Simulate(a) => simulate::run(g, a),
+            Command::Demo(a) => demo::run(g, a).await,
         }
     });
     match result {

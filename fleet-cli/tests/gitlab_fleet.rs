@@ -311,3 +311,52 @@ async fn up_stops_idle_vms_into_the_pool_and_starts_them_for_jobs() {
         rig.jobs(JobStatus::Success) == 1
     });
 }
+
+#[test]
+fn the_demo_replays_a_trace_and_reports_waits_and_vm_hours() {
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let out = Command::new(BIN)
+        .current_dir(&repo)
+        .args([
+            "--stack",
+            "stacks/demo.yaml",
+            "demo",
+            "--trace",
+            "stacks/traces/demo.csv",
+            "--hours",
+            "0.2",
+            // Faster than the stack's 60x proportions: this checks the mechanics only.
+            "--speed",
+            "120",
+        ])
+        .env("FLEET_DEMO_TOKEN", "demo-test-token")
+        .env_remove("RUST_LOG")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("| queue"), "no live lines: {stdout}");
+    let report = stdout
+        .lines()
+        .find(|l| l.starts_with("Report ("))
+        .unwrap_or_else(|| panic!("no report: {stdout}"));
+    // Every replayed job ran: "Report (N jobs finished of N)".
+    let nums: Vec<&str> = report
+        .split(|c: char| !c.is_ascii_digit())
+        .filter(|s| !s.is_empty())
+        .collect();
+    assert_eq!(nums.len(), 2, "{report}");
+    assert_eq!(nums[0], nums[1], "{report}");
+    assert!(stdout.contains("wait for a runner: p50"), "{stdout}");
+    assert!(stdout.contains("VM-hours:"), "{stdout}");
+    assert!(
+        stdout.contains("jobs killed by a runner delete: 0;"),
+        "{stdout}"
+    );
+    assert!(!stdout.contains("glrt-"));
+}
