@@ -45,7 +45,9 @@ const PRICE_RUNNING: f64 = 1.0;
 const PRICE_STOPPED: f64 = 0.035;
 
 pub async fn run(g: &Global, a: &DemoArgs) -> Result<u8> {
-    if !(a.speed.is_finite() && a.speed >= 1.0) || !(a.hours.is_finite() && a.hours > 0.0) {
+    let speed_ok = a.speed.is_finite() && a.speed >= 1.0;
+    let hours_ok = a.hours.is_finite() && a.hours > 0.0;
+    if !speed_ok || !hours_ok {
         bail!("--speed must be at least 1 and --hours above 0");
     }
     let jobs = trace::load(&a.trace)?;
