@@ -7,9 +7,9 @@
 //! demand (`GitLabCi`, the API stays the source of truth), decide, plan, and apply with the
 //! `Executor`. A wrapper around the sandbox cloud notes when `create_instances` is called.
 //!
-//! What is a stand-in until the engine has them: the daemon loop (here a task reading
-//! triggers from a channel) and the demand-driven policy (here `PendingJobsPolicy`: one VM
-//! per pending or running job). Replace both with the real ones when they exist.
+//! The policy is the real demand policy (`DemandPolicy`), and each new VM's GitLab runner is
+//! registered (`POST /user/runners`) before its create is issued, as `up` does. The daemon
+//! loop is a stand-in: a task reading triggers from a channel, one reconcile per trigger.
 //!
 //! Run: `cargo bench -p fleet-providers --bench webhook_to_create [-- ITERATIONS]`.
 
@@ -33,7 +33,6 @@ use fleet_core::cloud::{
 };
 use fleet_core::engine::Fleet;
 use fleet_core::plan::Operation;
-use fleet_core::policy::{Decision, Policy, PolicyInput};
 use fleet_core::resource::ResourceSpec;
 use fleet_core::secret::Secret;
 use fleet_core::stack::load_str;
@@ -41,32 +40,6 @@ use fleet_providers::gitlab::webhook::{Accepted, WebhookVerifier, DEFAULT_MAX_BO
 use gitlab_sim::{NewJob, Sim, SimConfig, WebhookTarget};
 
 const HOOK_SECRET: &str = "bench-hook-secret";
-
-/// One VM per job that needs a runner; never scales in on unknown demand.
-struct PendingJobsPolicy;
-
-impl Policy for PendingJobsPolicy {
-    fn decide(&self, input: &PolicyInput<'_>) -> Decision {
-        let c = input.config;
-        match input.demand {
-            fleet_core::ci::Demand::Known { pending, running } => {
-                let want = (pending + running).clamp(c.min_instances, c.max_instances);
-                Decision {
-                    desired: want,
-                    reason: format!("{pending} pending + {running} running jobs"),
-                    may_scale_in: true,
-                    actions: None,
-                }
-            }
-            fleet_core::ci::Demand::Unknown { reason } => Decision {
-                desired: c.min_instances,
-                reason: format!("demand unknown: {reason}"),
-                may_scale_in: false,
-                actions: None,
-            },
-        }
-    }
-}
 
 /// The sandbox cloud, noting when each create call starts.
 struct TimedCloud {
@@ -197,7 +170,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let stack_path = dir.path().join("bench.yaml");
     let text = format!(
         "name: bench
-provider: {{ kind: sandbox, boot_time: 5s }}
+provider: {{ kind: sandbox, boot_time: 0s }}
 instance: {{ image: debian-12, types: [small] }}
 runner:
   gitlab_url: {}
@@ -224,7 +197,7 @@ state: {{ backend: local, path: state.json }}
         stack: &loaded,
         cloud: &cloud,
         backend: backend.as_ref(),
-        policy: &PendingJobsPolicy,
+        policy: &fleet_core::policy::DemandPolicy,
         ci: &ci,
     };
 
