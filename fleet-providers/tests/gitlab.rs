@@ -557,3 +557,65 @@ async fn simulator_job_webhooks_pass_the_verifier() {
         other => panic!("the simulator's job hook was refused: {other:?}"),
     }
 }
+
+#[tokio::test]
+async fn a_project_runner_is_created_in_the_first_project_and_assigned_to_the_others() {
+    let s = sim(SimConfig::default()).await;
+    let a = s.add_project("team/a");
+    let b = s.add_project("team/b");
+    let ci = GitLabCi::new(
+        client(&s, RetryPolicy::default()),
+        scope(&["team/a", "team/b"], &[], &["docker"], false),
+    )
+    .with_registration(fleet_providers::gitlab::Registration {
+        stack: "st".into(),
+        runner_type: fleet_core::stack::RunnerType::ProjectType,
+        locked: true,
+        maximum_timeout: Some(3600),
+    });
+    let made = fleet_core::ci::Ci::create_runner(&ci, "st-0001")
+        .await
+        .unwrap();
+    assert!(made.token.expose().starts_with("glrt-"));
+    let runner = s.with_world(|w, _| w.runners[&made.id].clone());
+    assert_eq!(runner.description, "fleet:st/st-0001");
+    assert_eq!(runner.projects, vec![a.id, b.id]);
+    assert!(runner.locked);
+    assert_eq!(runner.maximum_timeout, Some(3600));
+    assert_eq!(runner.tag_list, vec!["docker".to_string()]);
+    // It is this stack's, listed with its (lack of) jobs.
+    let ours = fleet_core::ci::Ci::runners(&ci).await.unwrap();
+    assert_eq!(ours.len(), 1);
+    assert_eq!(
+        (ours[0].id, ours[0].instance.as_str()),
+        (made.id, "st-0001")
+    );
+    fleet_core::ci::Ci::delete_runner(&ci, made.id)
+        .await
+        .unwrap();
+    // Deleting again is not an error: it is already gone.
+    fleet_core::ci::Ci::delete_runner(&ci, made.id)
+        .await
+        .unwrap();
+    assert!(fleet_core::ci::Ci::runners(&ci).await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn a_group_runner_needs_a_group_in_the_stack() {
+    let s = sim(SimConfig::default()).await;
+    s.add_project("team/a");
+    let ci = GitLabCi::new(
+        client(&s, RetryPolicy::default()),
+        scope(&["team/a"], &[], &[], true),
+    )
+    .with_registration(fleet_providers::gitlab::Registration {
+        stack: "st".into(),
+        runner_type: fleet_core::stack::RunnerType::GroupType,
+        locked: false,
+        maximum_timeout: None,
+    });
+    let e = fleet_core::ci::Ci::create_runner(&ci, "st-0001")
+        .await
+        .unwrap_err();
+    assert!(e.message.contains("runner.groups"), "{e}");
+}
