@@ -491,6 +491,16 @@ fn plan_drains(
     let mut serving = Vec::with_capacity(live.len());
     for l in live {
         let (Some(since), Some(rec)) = (l.draining_since(), &l.record) else {
+            if let Some(id) = paused_by_interruption(input, l) {
+                let mut c = Change::new(
+                    Action::Start,
+                    INSTANCE,
+                    &l.name,
+                    format!("runner #{id} is paused but its VM runs and is not draining (an interrupted stop): resuming it"),
+                );
+                c.cloud_id = l.cloud_id.clone();
+                changes.push(c);
+            }
             serving.push(l.clone());
             continue;
         };
@@ -520,6 +530,17 @@ fn plan_drains(
         }
     }
     serving
+}
+
+/// The runner id of a running, non-draining VM whose runner GitLab reports paused: a stop
+/// was interrupted between pausing the runner and stopping the VM.
+fn paused_by_interruption(input: &PlanInput<'_>, l: &Live) -> Option<u64> {
+    if input.operation != Operation::Up || l.lifecycle != Lifecycle::Running {
+        return None;
+    }
+    let id = l.record.as_ref()?.jobs.runner_id?;
+    let runners = input.observed.runners.as_ref()?;
+    runners.iter().any(|r| r.id == id && r.paused).then_some(id)
 }
 
 /// Step 5: instances. Replace what is out of date, then follow the policy's actions, or

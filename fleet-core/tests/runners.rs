@@ -460,3 +460,24 @@ async fn draining_waits_when_gitlab_does_not_report_runners() {
         p.notes
     );
 }
+
+#[tokio::test]
+async fn a_paused_runner_on_a_running_vm_that_is_not_draining_is_resumed() {
+    let cloud = MemoryCloud::new();
+    let r = Rig::new(&cloud);
+    let mut state = two_vms(&r).await;
+    // A stop paused the runner, then the process died before the VM was stopped.
+    r.ci.set(1, |x| x.paused = true);
+    r.ci.log();
+    let (p, report) = r.converge(&mut state, 2, at(60)).await;
+    assert_eq!(kinds(&p), vec![(Action::Start, INSTANCE, "ci-0001")]);
+    assert!(
+        p.changes[0].reason.contains("interrupted stop"),
+        "{}",
+        p.changes[0].reason
+    );
+    assert_eq!(report.done.start, 1);
+    assert_eq!(r.ci.log(), vec!["resume 1"]);
+    let (p, _) = r.plan(&state, 2, at(70)).await;
+    assert!(p.is_empty(), "{}", p.display());
+}
