@@ -995,7 +995,7 @@ fn mark(pending: Option<&mut Option<PendingOp>>, op: PendingKind, since: DateTim
 }
 
 /// Applies an adopt or forget to state.
-fn settle_record(c: &Change, state: &mut State, now: DateTime<Utc>) {
+pub(crate) fn settle_record(c: &Change, state: &mut State, now: DateTime<Utc>) {
     match (c.action, c.is_instance()) {
         (Action::Forget, true) => {
             let ours = state

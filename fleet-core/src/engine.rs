@@ -210,8 +210,24 @@ impl Fleet<'_> {
         // (lifecycles, runner job facts); apply records the same facts in its first write.
         let mut view = state.clone();
         refresh_facts(&mut view, observed, now);
-        let desired = self.desired(operation, &view, observed, now)?;
         let label = self.cloud.label();
+        // The policy decides on the fleet as it will be once settled: records of creates
+        // that never reached the cloud are gone, instances the cloud has and state lacks
+        // are in (the planner makes the same adopt and forget changes below).
+        let mut settled = view.clone();
+        let settle = planner::plan(&PlanInput {
+            stack: &self.stack.stack.name,
+            cloud: &label,
+            operation: Operation::Refresh,
+            state: &view,
+            observed,
+            desired: &Desired::nothing(self.instance_spec()?),
+            now,
+        });
+        for c in &settle.changes {
+            crate::apply::settle_record(c, &mut settled, now);
+        }
+        let desired = self.desired(operation, &settled, observed, now)?;
         let plan = planner::plan(&PlanInput {
             stack: &self.stack.stack.name,
             cloud: &label,

@@ -460,12 +460,21 @@ fn plan_resources(
 }
 
 /// Step 3: runners no record names (their VM is gone, or a crash came between registering
-/// the runner and recording it) are deleted.
+/// the runner and recording it) are deleted, including runners of records this plan forgets.
 fn plan_runners(input: &PlanInput<'_>, changes: &mut Vec<Change>) {
     let Some(runners) = &input.observed.runners else {
         return;
     };
-    for r in runners::orphans(input.state, runners) {
+    let forgotten: BTreeSet<&str> = changes
+        .iter()
+        .filter(|c| c.is_instance() && c.action == Action::Forget)
+        .map(|c| c.name.as_str())
+        .collect();
+    let mut kept = input.state.clone();
+    kept.instances
+        .retain(|name, _| !forgotten.contains(name.as_str()));
+    let mut orphans = Vec::new();
+    for r in runners::orphans(&kept, runners) {
         let mut c = Change::new(
             Action::Delete,
             RUNNER,
@@ -476,8 +485,9 @@ fn plan_runners(input: &PlanInput<'_>, changes: &mut Vec<Change>) {
             ),
         );
         c.cloud_id = Some(r.id.to_string());
-        changes.push(c);
+        orphans.push(c);
     }
+    changes.extend(orphans);
 }
 
 /// Step 4: instances whose runner is paused for scale-in. Returns the instances that serve

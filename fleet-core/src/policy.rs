@@ -159,13 +159,15 @@ impl Policy for DemandPolicy {
 }
 
 /// The recorded fleet as the policy sees it: names and views, in the same order. Instances
-/// being deleted are left out; an instance whose state is not known yet counts as booting,
-/// so it is never stopped or retired; one whose runner is paused for scale-in is draining.
+/// being deleted are left out, and so are instances whose runner is paused for scale-in
+/// (they leave once their jobs end: they are neither capacity nor candidates); an instance
+/// whose state is not known yet counts as booting, so it is never stopped or retired.
 pub fn fleet_view(state: &State) -> (Vec<String>, Vec<VmView>) {
     let mut names = Vec::with_capacity(state.instances.len());
     let mut views = Vec::with_capacity(state.instances.len());
     for r in state.instances.values() {
         if r.lifecycle.is_gone()
+            || r.draining_since.is_some()
             || r.pending
                 .as_ref()
                 .is_some_and(|p| p.op == PendingKind::Delete)
@@ -173,7 +175,6 @@ pub fn fleet_view(state: &State) -> (Vec<String>, Vec<VmView>) {
             continue;
         }
         let state = match r.lifecycle {
-            Lifecycle::Running if r.draining_since.is_some() => VmState::Draining,
             Lifecycle::Running if r.jobs.running > 0 => VmState::Busy,
             Lifecycle::Running => VmState::Idle,
             Lifecycle::Stopping => VmState::Stopping,
