@@ -199,6 +199,14 @@ impl CloudError {
         }
     }
 
+    /// The cloud's error code, if the cloud answered with one.
+    pub fn code(&self) -> Option<&str> {
+        match self {
+            CloudError::Rejected { code, .. } | CloudError::Transient { code, .. } => Some(code),
+            CloudError::Unsupported { .. } => None,
+        }
+    }
+
     /// Whether the request may have taken effect even though it failed.
     pub fn is_ambiguous(&self) -> bool {
         matches!(self, CloudError::Transient { .. })
