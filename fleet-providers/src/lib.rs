@@ -7,6 +7,7 @@
 
 pub mod aws;
 pub mod gitlab;
+mod rate_limit;
 pub mod sandbox;
 #[cfg(feature = "testing")]
 pub mod testing;
