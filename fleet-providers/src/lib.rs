@@ -3,10 +3,13 @@
 //! * [`sandbox`]: the embedded sandbox cloud, the default for demos and tests. It is a
 //!   stand-in for nothing: it exists so the engine can be run and tested with no account.
 //! * [`aws`]: EC2 instances, and state in S3 locked in DynamoDB.
+//! * [`hetzner`]: Hetzner Cloud servers through its REST API.
 //! * [`gitlab`]: job demand from GitLab's API, runner calls, job webhook checks.
 
 pub mod aws;
 pub mod gitlab;
+pub mod hetzner;
+mod one_by_one;
 mod rate_limit;
 pub mod sandbox;
 #[cfg(feature = "testing")]
@@ -17,7 +20,7 @@ use fleet_core::stack::{LoadedStack, StackError};
 use fleet_core::state::{LocalBackend, StateBackend};
 
 /// Provider kinds this build knows.
-pub const PROVIDERS: &[&str] = &["sandbox", "aws"];
+pub const PROVIDERS: &[&str] = &["sandbox", "aws", "hetzner"];
 
 /// State backends this build knows.
 pub const BACKENDS: &[&str] = &["local", "s3"];
@@ -68,6 +71,7 @@ async fn build_cloud(
         "aws" => Ok(Box::new(
             aws::AwsCloud::from_stack(loaded, calls.clone()).await?,
         )),
+        "hetzner" => Ok(Box::new(hetzner::HetznerCloud::from_stack(loaded)?)),
         other => Err(unknown(
             loaded,
             "provider.kind",
