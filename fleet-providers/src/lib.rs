@@ -4,9 +4,11 @@
 //!   stand-in for nothing: it exists so the engine can be run and tested with no account.
 //! * [`aws`]: EC2 instances, and state in S3 locked in DynamoDB.
 //! * [`hetzner`]: Hetzner Cloud servers through its REST API.
+//! * [`command`]: any other cloud, through executables the stack names (a JSON contract).
 //! * [`gitlab`]: job demand from GitLab's API, runner calls, job webhook checks.
 
 pub mod aws;
+pub mod command;
 pub mod gitlab;
 pub mod hetzner;
 mod one_by_one;
@@ -20,7 +22,7 @@ use fleet_core::stack::{LoadedStack, StackError};
 use fleet_core::state::{LocalBackend, StateBackend};
 
 /// Provider kinds this build knows.
-pub const PROVIDERS: &[&str] = &["sandbox", "aws", "hetzner"];
+pub const PROVIDERS: &[&str] = &["sandbox", "aws", "hetzner", "command"];
 
 /// State backends this build knows.
 pub const BACKENDS: &[&str] = &["local", "s3"];
@@ -72,6 +74,7 @@ async fn build_cloud(
             aws::AwsCloud::from_stack(loaded, calls.clone()).await?,
         )),
         "hetzner" => Ok(Box::new(hetzner::HetznerCloud::from_stack(loaded)?)),
+        "command" => Ok(Box::new(command::CommandCloud::from_stack(loaded)?)),
         other => Err(unknown(
             loaded,
             "provider.kind",
