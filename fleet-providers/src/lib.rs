@@ -17,8 +17,11 @@ pub mod sandbox;
 #[cfg(feature = "testing")]
 pub mod testing;
 
+use std::path::Path;
+
+use fleet_core::autoscale::BillingUnit;
 use fleet_core::cloud::Cloud;
-use fleet_core::stack::{LoadedStack, StackError};
+use fleet_core::stack::{EnvLookup, LoadedStack, Override, StackError};
 use fleet_core::state::{LocalBackend, StateBackend};
 
 /// Provider kinds this build knows.
@@ -26,6 +29,26 @@ pub const PROVIDERS: &[&str] = &["sandbox", "aws", "hetzner", "command"];
 
 /// State backends this build knows.
 pub const BACKENDS: &[&str] = &["local", "s3"];
+
+/// Loads a stack (see [`fleet_core::stack::load`]) and applies its provider's defaults.
+pub fn load_stack(
+    path: &Path,
+    overrides: &[Override],
+    env: EnvLookup,
+) -> Result<LoadedStack, StackError> {
+    let mut loaded = fleet_core::stack::load(path, overrides, env)?;
+    provider_defaults(&mut loaded);
+    Ok(loaded)
+}
+
+/// Fills in settings whose right default depends on the provider, where the stack leaves
+/// them out: Hetzner bills each started hour, so `policy.billing.per` defaults to `hour`
+/// there, and the policy keeps an idle server until shortly before its next paid hour.
+pub fn provider_defaults(loaded: &mut LoadedStack) {
+    if loaded.stack.provider.kind == "hetzner" && !loaded.declares("policy.billing.per") {
+        loaded.stack.policy.billing.per = BillingUnit::Hour;
+    }
+}
 
 /// The cloud a stack's `provider:` section describes.
 pub async fn cloud_for(
