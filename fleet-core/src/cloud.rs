@@ -223,8 +223,9 @@ pub struct Detail(pub String);
 /// Contract (checked by `fleet_core::testing::cloud_conformance`):
 /// * `observe` reports every instance and resource tagged with the scope's stack, and
 ///   nothing of other stacks.
-/// * `create_instances` makes one cloud call per batch; creating a name that already exists
-///   in the scope returns the existing instance instead of a second one.
+/// * `create_instances` makes one cloud call per batch (clouds with no batch call, such as
+///   Hetzner, make one per instance); creating a name that already exists in the scope
+///   returns the existing instance instead of a second one.
 /// * `delete_instances` treats ids that are already gone as deleted.
 /// * Every created object carries the tags the request names.
 #[async_trait]
