@@ -268,21 +268,35 @@ pub trait Cloud: Send + Sync {
         ids: &[String],
     ) -> Result<DeleteOutcome, CloudError>;
 
-    /// Creates a supporting resource (idempotent per kind and name).
+    /// Creates a supporting resource (idempotent per kind and name). Providers with no
+    /// resource kinds keep this default, which refuses.
     async fn create_resource(
         &self,
         scope: &Scope,
         spec: &ResourceSpec,
         tags: &BTreeMap<String, String>,
-    ) -> Result<ObservedResource, CloudError>;
+    ) -> Result<ObservedResource, CloudError> {
+        let _ = (scope, tags);
+        Err(CloudError::Unsupported {
+            provider: self.name().to_string(),
+            what: format!("resource kind `{}`", spec.kind),
+        })
+    }
 
-    /// Deletes a supporting resource; already gone counts as deleted.
+    /// Deletes a supporting resource; already gone counts as deleted. Providers with no
+    /// resource kinds keep this default, which refuses.
     async fn delete_resource(
         &self,
         scope: &Scope,
         kind: &str,
         cloud_id: &str,
-    ) -> Result<(), CloudError>;
+    ) -> Result<(), CloudError> {
+        let _ = (scope, cloud_id);
+        Err(CloudError::Unsupported {
+            provider: self.name().to_string(),
+            what: format!("resource kind `{kind}`"),
+        })
+    }
 
     /// Whether this cloud can stop instances and start them again, keeping their disks and
     /// not billing their compute while stopped. Clouds that bill stopped VMs say no, and

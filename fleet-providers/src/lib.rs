@@ -66,7 +66,10 @@ pub async fn cloud_for(
                     cloud.name(),
                     r.kind
                 ),
-                format!("it has: {}", cloud.resource_kinds().join(", ")),
+                match cloud.resource_kinds() {
+                    [] => "it has no resource kinds; remove the resource from the stack".into(),
+                    kinds => format!("it has: {}", kinds.join(", ")),
+                },
             ));
         }
     }

@@ -24,10 +24,9 @@ use serde::Deserialize;
 
 use fleet_core::cloud::{
     Cloud, CloudError, CreateInstance, CreateOutcome, DeleteOutcome, Observed, ObservedInstance,
-    ObservedResource, Scope,
+    Scope,
 };
 use fleet_core::naming::tags;
-use fleet_core::resource::ResourceSpec;
 use fleet_core::secret::Secret;
 use fleet_core::stack::{duration_serde, LoadedStack, StackError};
 use fleet_core::state::Lifecycle;
@@ -499,33 +498,6 @@ impl Cloud for HetznerCloud {
             }
         }
         Ok(out)
-    }
-
-    async fn create_resource(
-        &self,
-        _scope: &Scope,
-        spec: &ResourceSpec,
-        _tags: &BTreeMap<String, String>,
-    ) -> Result<ObservedResource, CloudError> {
-        Err(CloudError::Unsupported {
-            provider: PROVIDER.into(),
-            what: format!(
-                "resource kind `{}` (it has none; name existing SSH keys in provider.ssh_keys)",
-                spec.kind
-            ),
-        })
-    }
-
-    async fn delete_resource(
-        &self,
-        _scope: &Scope,
-        kind: &str,
-        _cloud_id: &str,
-    ) -> Result<(), CloudError> {
-        Err(CloudError::Unsupported {
-            provider: PROVIDER.into(),
-            what: format!("resource kind `{kind}`"),
-        })
     }
 
     async fn describe_instance(
