@@ -9,7 +9,7 @@ use fleet_core::apply::error_chain;
 use fleet_core::cloud::{Cloud, CreateInstance, Scope};
 use fleet_core::secret::Secret;
 use fleet_core::spec::InstanceSpec;
-use fleet_core::testing::cloud_conformance;
+use fleet_core::testing::{cloud_conformance, cloud_refusal_conformance};
 use fleet_providers::command::{CommandCloud, CommandSettings};
 
 fn script() -> String {
@@ -63,6 +63,13 @@ async fn command_provider_passes_the_cloud_conformance_suite() {
         "Standard_B2s",
     )
     .await;
+    let unknown_size = InstanceSpec {
+        image: "Ubuntu2404".into(),
+        instance_types: vec!["Standard_Huge".into()],
+        template_hash: None,
+        labels: Default::default(),
+    };
+    cloud_refusal_conformance(&cloud(dir.path(), "", "30s"), "refused", unknown_size).await;
 }
 
 #[tokio::test]

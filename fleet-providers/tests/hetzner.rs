@@ -12,7 +12,7 @@ use fleet_core::apply::error_chain;
 use fleet_core::cloud::{Cloud, CloudError, CreateInstance, Scope};
 use fleet_core::secret::Secret;
 use fleet_core::spec::InstanceSpec;
-use fleet_core::testing::cloud_conformance;
+use fleet_core::testing::{cloud_conformance, cloud_refusal_conformance};
 use fleet_providers::hetzner::{models, HetznerCloud, HetznerSettings};
 use hetzner_double::{fixture, Double, Fault, TOKEN};
 
@@ -62,6 +62,13 @@ fn code(e: &CloudError) -> &str {
 async fn hetzner_passes_the_cloud_conformance_suite() {
     let d = Double::start().await;
     cloud_conformance(&cloud(&d), "conformance", "ubuntu-24.04", "cpx11").await;
+    let unknown_image = InstanceSpec {
+        image: "no-such-image".into(),
+        instance_types: vec!["cpx11".into()],
+        template_hash: None,
+        labels: Default::default(),
+    };
+    cloud_refusal_conformance(&cloud(&d), "refused", unknown_image).await;
 }
 
 #[test]
