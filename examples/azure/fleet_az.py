@@ -22,7 +22,11 @@ def group():
 
 def az_try(*args):
     """Runs `az ARGS --output json`; returns (parsed output, "") or (None, stderr)."""
-    p = subprocess.run(["az", *args, "--output", "json"], capture_output=True, text=True)
+    try:
+        p = subprocess.run(["az", *args, "--output", "json"], capture_output=True, text=True)
+    except FileNotFoundError:
+        print("the az CLI is not installed (or not on PATH); install it and run `az login`", file=sys.stderr)
+        sys.exit(1)
     if p.returncode != 0:
         return None, p.stderr
     return (json.loads(p.stdout) if p.stdout.strip() else None), ""
