@@ -10,7 +10,7 @@ use fleet_core::ci::{Ci, NoCi};
 use fleet_core::cloud::Cloud;
 use fleet_core::engine::Fleet;
 use fleet_core::policy::{DemandPolicy, Policy, StaticPolicy};
-use fleet_core::stack::{self, LoadedStack, Override};
+use fleet_core::stack::{LoadedStack, Override};
 use fleet_core::state::{LockInfo, StateBackend, StateError};
 
 use crate::Global;
@@ -36,7 +36,7 @@ impl Ctx {
             .map(|s| Override::parse(s))
             .collect::<Result<Vec<_>, _>>()?;
         let env = |k: &str| std::env::var(k).ok();
-        let loaded = stack::load(&g.stack, &overrides, &env)?;
+        let loaded = fleet_providers::load_stack(&g.stack, &overrides, &env)?;
         let calls = fleet_providers::aws::CallCounter::default();
         let cloud = fleet_providers::cloud_for(&loaded, &calls).await?;
         let backend = fleet_providers::backend_for(&loaded, &calls).await?;

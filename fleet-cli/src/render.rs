@@ -5,7 +5,7 @@ use anyhow::{bail, Context as _, Result};
 
 use fleet_core::naming;
 use fleet_core::render::{Renderer, Secrets};
-use fleet_core::stack::{self, LoadedStack, Override};
+use fleet_core::stack::{LoadedStack, Override};
 use fleet_core::state::State;
 
 use crate::Global;
@@ -17,7 +17,7 @@ fn load_stack(g: &Global) -> Result<LoadedStack> {
         .map(|s| Override::parse(s))
         .collect::<Result<Vec<_>, _>>()?;
     let env = |k: &str| std::env::var(k).ok();
-    Ok(stack::load(&g.stack, &overrides, &env)?)
+    Ok(fleet_providers::load_stack(&g.stack, &overrides, &env)?)
 }
 
 /// The recorded state, or an empty one when there is none yet.

@@ -12,7 +12,7 @@ use fleet_core::simulate::{
     self, grid, render_svg, sweep, DockerMachine, Metrics, Model, PolicySpec, Taskscaler, Timeline,
     Trace, POLICIES,
 };
-use fleet_core::stack::{self, Override, PolicyConfig};
+use fleet_core::stack::{Override, PolicyConfig};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::{json, Value};
 
@@ -63,7 +63,7 @@ pub fn run(g: &Global, a: &SimulateArgs) -> Result<u8> {
         .map(|s| Override::parse(s))
         .collect::<Result<Vec<_>, _>>()?;
     let env = |k: &str| std::env::var(k).ok();
-    let loaded = stack::load(&g.stack, &overrides, &env)?;
+    let loaded = fleet_providers::load_stack(&g.stack, &overrides, &env)?;
     let sim = sim_settings(&sim_sets, loaded.stack.policy.capacity_per_instance)?;
     let model = sim.model;
     let trace = Trace::read(&a.trace)

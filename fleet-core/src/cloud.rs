@@ -199,6 +199,14 @@ impl CloudError {
         }
     }
 
+    /// The cloud's error code, if the cloud answered with one.
+    pub fn code(&self) -> Option<&str> {
+        match self {
+            CloudError::Rejected { code, .. } | CloudError::Transient { code, .. } => Some(code),
+            CloudError::Unsupported { .. } => None,
+        }
+    }
+
     /// Whether the request may have taken effect even though it failed.
     pub fn is_ambiguous(&self) -> bool {
         matches!(self, CloudError::Transient { .. })
@@ -215,8 +223,9 @@ pub struct Detail(pub String);
 /// Contract (checked by `fleet_core::testing::cloud_conformance`):
 /// * `observe` reports every instance and resource tagged with the scope's stack, and
 ///   nothing of other stacks.
-/// * `create_instances` makes one cloud call per batch; creating a name that already exists
-///   in the scope returns the existing instance instead of a second one.
+/// * `create_instances` makes one cloud call per batch (clouds with no batch call, such as
+///   Hetzner, make one per instance); creating a name that already exists in the scope
+///   returns the existing instance instead of a second one.
 /// * `delete_instances` treats ids that are already gone as deleted.
 /// * Every created object carries the tags the request names.
 #[async_trait]
@@ -259,21 +268,35 @@ pub trait Cloud: Send + Sync {
         ids: &[String],
     ) -> Result<DeleteOutcome, CloudError>;
 
-    /// Creates a supporting resource (idempotent per kind and name).
+    /// Creates a supporting resource (idempotent per kind and name). Providers with no
+    /// resource kinds keep this default, which refuses.
     async fn create_resource(
         &self,
         scope: &Scope,
         spec: &ResourceSpec,
         tags: &BTreeMap<String, String>,
-    ) -> Result<ObservedResource, CloudError>;
+    ) -> Result<ObservedResource, CloudError> {
+        let _ = (scope, tags);
+        Err(CloudError::Unsupported {
+            provider: self.name().to_string(),
+            what: format!("resource kind `{}`", spec.kind),
+        })
+    }
 
-    /// Deletes a supporting resource; already gone counts as deleted.
+    /// Deletes a supporting resource; already gone counts as deleted. Providers with no
+    /// resource kinds keep this default, which refuses.
     async fn delete_resource(
         &self,
         scope: &Scope,
         kind: &str,
         cloud_id: &str,
-    ) -> Result<(), CloudError>;
+    ) -> Result<(), CloudError> {
+        let _ = (scope, cloud_id);
+        Err(CloudError::Unsupported {
+            provider: self.name().to_string(),
+            what: format!("resource kind `{kind}`"),
+        })
+    }
 
     /// Whether this cloud can stop instances and start them again, keeping their disks and
     /// not billing their compute while stopped. Clouds that bill stopped VMs say no, and

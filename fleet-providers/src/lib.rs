@@ -3,23 +3,52 @@
 //! * [`sandbox`]: the embedded sandbox cloud, the default for demos and tests. It is a
 //!   stand-in for nothing: it exists so the engine can be run and tested with no account.
 //! * [`aws`]: EC2 instances, and state in S3 locked in DynamoDB.
+//! * [`hetzner`]: Hetzner Cloud servers through its REST API.
+//! * [`command`]: any other cloud, through executables the stack names (a JSON contract).
 //! * [`gitlab`]: job demand from GitLab's API, runner calls, job webhook checks.
 
 pub mod aws;
+pub mod command;
 pub mod gitlab;
+pub mod hetzner;
+mod one_by_one;
+mod rate_limit;
 pub mod sandbox;
 #[cfg(feature = "testing")]
 pub mod testing;
 
+use std::path::Path;
+
+use fleet_core::autoscale::BillingUnit;
 use fleet_core::cloud::Cloud;
-use fleet_core::stack::{LoadedStack, StackError};
+use fleet_core::stack::{EnvLookup, LoadedStack, Override, StackError};
 use fleet_core::state::{LocalBackend, StateBackend};
 
 /// Provider kinds this build knows.
-pub const PROVIDERS: &[&str] = &["sandbox", "aws"];
+pub const PROVIDERS: &[&str] = &["sandbox", "aws", "hetzner", "command"];
 
 /// State backends this build knows.
 pub const BACKENDS: &[&str] = &["local", "s3"];
+
+/// Loads a stack (see [`fleet_core::stack::load`]) and applies its provider's defaults.
+pub fn load_stack(
+    path: &Path,
+    overrides: &[Override],
+    env: EnvLookup,
+) -> Result<LoadedStack, StackError> {
+    let mut loaded = fleet_core::stack::load(path, overrides, env)?;
+    provider_defaults(&mut loaded);
+    Ok(loaded)
+}
+
+/// Fills in settings whose right default depends on the provider, where the stack leaves
+/// them out: Hetzner bills each started hour, so `policy.billing.per` defaults to `hour`
+/// there, and the policy keeps an idle server until shortly before its next paid hour.
+pub fn provider_defaults(loaded: &mut LoadedStack) {
+    if loaded.stack.provider.kind == "hetzner" && !loaded.declares("policy.billing.per") {
+        loaded.stack.policy.billing.per = BillingUnit::Hour;
+    }
+}
 
 /// The cloud a stack's `provider:` section describes.
 pub async fn cloud_for(
@@ -37,7 +66,10 @@ pub async fn cloud_for(
                     cloud.name(),
                     r.kind
                 ),
-                format!("it has: {}", cloud.resource_kinds().join(", ")),
+                match cloud.resource_kinds() {
+                    [] => "it has no resource kinds; remove the resource from the stack".into(),
+                    kinds => format!("it has: {}", kinds.join(", ")),
+                },
             ));
         }
     }
@@ -67,6 +99,8 @@ async fn build_cloud(
         "aws" => Ok(Box::new(
             aws::AwsCloud::from_stack(loaded, calls.clone()).await?,
         )),
+        "hetzner" => Ok(Box::new(hetzner::HetznerCloud::from_stack(loaded)?)),
+        "command" => Ok(Box::new(command::CommandCloud::from_stack(loaded)?)),
         other => Err(unknown(
             loaded,
             "provider.kind",

@@ -9,7 +9,7 @@ use fleet_core::plan::Operation;
 use fleet_core::planner::{plan, Desired, PlanInput};
 use fleet_core::spec::InstanceSpec;
 use fleet_core::state::{Lifecycle, LocalBackend, State};
-use fleet_core::testing::cloud_conformance;
+use fleet_core::testing::{cloud_conformance, cloud_refusal_conformance};
 use fleet_providers::sandbox::{SandboxCloud, SandboxSettings};
 
 fn settings() -> SandboxSettings {
@@ -50,6 +50,7 @@ async fn sandbox_passes_the_cloud_conformance_suite() {
     let dir = tempfile::tempdir().unwrap();
     let cloud = SandboxCloud::new(settings(), dir.path().join("cloud.json"));
     cloud_conformance(&cloud, "conformance", "debian-12", "small").await;
+    cloud_refusal_conformance(&cloud, "refused", spec(&["huge"])).await;
 }
 
 #[tokio::test]

@@ -440,6 +440,16 @@ impl LoadedStack {
         load::origin(&self.path, &self.source_map, &self.overrides, path)
     }
 
+    /// Whether the stack sets the key at `path` (a dotted key path), in the file or with
+    /// `--set`, rather than leaving it to its default.
+    pub fn declares(&self, path: &str) -> bool {
+        self.source_map.contains(path)
+            || self.overrides.iter().any(|o| {
+                let p = o.canonical_path();
+                path == p || path.starts_with(&format!("{p}."))
+            })
+    }
+
     /// An error about the value at `path`, located in the file.
     pub fn error_at(
         &self,

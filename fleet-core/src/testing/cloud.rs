@@ -218,6 +218,51 @@ pub async fn cloud_conformance(cloud: &dyn Cloud, stack: &str, image: &str, inst
         .expect("cleanup");
 }
 
+/// The error half of the contract: a create the cloud refuses (`refused` is a spec this
+/// provider's cloud does not accept, such as an unknown instance type or image) fails, per
+/// name or as a whole, with an error that names the provider, and leaves nothing behind.
+///
+/// Separate from [`cloud_conformance`] because what a cloud refuses differs by cloud, and an
+/// emulator may accept what the real cloud refuses (moto launches any AMI and type).
+pub async fn cloud_refusal_conformance(cloud: &dyn Cloud, stack: &str, refused: InstanceSpec) {
+    let scope = Scope {
+        stack: stack.to_string(),
+        lineage: "conformance-lineage".into(),
+    };
+    let name = crate::naming::instance_name(stack, 1);
+    let request = CreateInstance {
+        tags: object_tags(&scope, &name, &refused.hash(), None),
+        name,
+        spec: refused,
+        user_data: None,
+    };
+    let error = match cloud
+        .create_instances(&scope, "fb-conformance-refused", &[request])
+        .await
+    {
+        Ok(o) => {
+            assert!(
+                o.created.is_empty(),
+                "a refused spec must not create: {:?}",
+                o.created
+            );
+            assert_eq!(
+                o.failed.len(),
+                1,
+                "the refused name must be reported as failed"
+            );
+            o.failed[0].1.to_string()
+        }
+        Err(e) => e.to_string(),
+    };
+    assert!(
+        error.starts_with(cloud.name()),
+        "a cloud error names the provider: {error}"
+    );
+    let left = cloud.observe(&scope).await.expect("observe").instances;
+    assert!(left.is_empty(), "a refused create left {left:?}");
+}
+
 fn conformance_properties(kind: &str) -> BTreeMap<String, serde_json::Value> {
     let mut p = BTreeMap::new();
     if kind == "key_pair" {

@@ -6,7 +6,7 @@ mod cloud;
 mod memory;
 
 pub use backend::backend_conformance;
-pub use cloud::cloud_conformance;
+pub use cloud::{cloud_conformance, cloud_refusal_conformance};
 pub use memory::{injected, MemoryCloud};
 
 use chrono::{DateTime, TimeZone, Utc};

@@ -99,8 +99,5 @@ pub fn from_code(operation: &str, code: &str, message: &str) -> CloudError {
 
 /// The AWS error code of a mapped error, if any.
 pub fn code(e: &CloudError) -> Option<&str> {
-    match e {
-        CloudError::Rejected { code, .. } | CloudError::Transient { code, .. } => Some(code),
-        CloudError::Unsupported { .. } => None,
-    }
+    e.code()
 }

@@ -1,16 +1,17 @@
 //! The HTTP side of the GitLab client: authentication, pagination, and GitLab's rate limits
 //! (`RateLimit-*` headers and `429` with `Retry-After`), plus the runner calls.
 
-use std::sync::Mutex;
 use std::time::Duration;
 
-use chrono::{DateTime, Utc};
+use chrono::Utc;
 use reqwest::header::HeaderMap;
 use reqwest::{Method, StatusCode};
 use serde::de::DeserializeOwned;
 use serde_json::{json, Value};
 
 use fleet_core::secret::Secret;
+
+use crate::rate_limit::{short, RateWindow};
 
 use super::models::{
     CreatedRunner, Group, Job, Project, RunnerDetails, RunnerManager, RunnerSummary,
@@ -46,8 +47,8 @@ pub struct GitLabClient {
     api: String,
     token: Secret,
     retry: RetryPolicy,
-    /// When the last answer said the rate-limit window is used up: wait until then.
-    blocked_until: Mutex<Option<DateTime<Utc>>>,
+    /// The rate-limit window the last answer announced.
+    window: RateWindow,
 }
 
 impl std::fmt::Debug for GitLabClient {
@@ -105,7 +106,7 @@ impl GitLabClient {
             api: format!("{}/api/v4", base_url.trim_end_matches('/')),
             token,
             retry,
-            blocked_until: Mutex::new(None),
+            window: RateWindow::default(),
         })
     }
 
@@ -138,7 +139,7 @@ impl GitLabClient {
                 url: url.clone(),
                 source,
             })?;
-            self.note_limits(resp.headers());
+            self.window.note(resp.headers());
             if resp.status() != StatusCode::TOO_MANY_REQUESTS {
                 return Ok(resp);
             }
@@ -158,9 +159,7 @@ impl GitLabClient {
 
     /// Waits until the rate-limit window reopens, if the last answer used it up.
     async fn wait_for_window(&self, url: &str) -> Result<(), GitLabError> {
-        let until = *self.blocked_until.lock().unwrap_or_else(|e| e.into_inner());
-        let Some(until) = until else { return Ok(()) };
-        let wait = (until - Utc::now()).to_std().unwrap_or_default();
+        let wait = self.window.wait(Utc::now());
         if wait.is_zero() {
             return Ok(());
         }
@@ -177,20 +176,6 @@ impl GitLabClient {
         );
         tokio::time::sleep(wait).await;
         Ok(())
-    }
-
-    /// Remembers `RateLimit-Remaining: 0` with its `RateLimit-Reset` time.
-    fn note_limits(&self, h: &HeaderMap) {
-        let header = |k: &str| h.get(k).and_then(|v| v.to_str().ok());
-        let remaining = header("ratelimit-remaining").and_then(|v| v.parse::<u64>().ok());
-        let reset = header("ratelimit-reset")
-            .and_then(|v| v.parse::<i64>().ok())
-            .and_then(|t| DateTime::from_timestamp(t, 0));
-        let mut b = self.blocked_until.lock().unwrap_or_else(|e| e.into_inner());
-        *b = match (remaining, reset) {
-            (Some(0), Some(reset)) => Some(reset),
-            _ => None,
-        };
     }
 
     /// Sends a request and checks for a 2xx answer.
@@ -447,15 +432,6 @@ async fn status_error(
         url: format!("{api}{path}"),
         status,
         message,
-    }
-}
-
-/// The start of a body, for messages.
-fn short(text: &str) -> String {
-    let t = text.trim();
-    match t.char_indices().nth(200) {
-        Some((i, _)) => format!("{}...", &t[..i]),
-        None => t.to_string(),
     }
 }
 

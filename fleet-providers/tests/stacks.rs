@@ -1,0 +1,80 @@
+//! The example stacks of the two newer providers, loaded the way the CLI loads them
+//! (`fleet_providers::load_stack`): provider defaults, and the clouds they build.
+
+use std::path::{Path, PathBuf};
+
+use fleet_core::apply::error_chain;
+use fleet_core::autoscale::BillingUnit;
+use fleet_core::stack::{LoadedStack, Override};
+use fleet_providers::aws::CallCounter;
+
+fn stack(file: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../stacks")
+        .join(file)
+}
+
+fn load(file: &str, sets: &[&str]) -> LoadedStack {
+    let overrides: Vec<Override> = sets.iter().map(|s| Override::parse(s).unwrap()).collect();
+    let env = |_: &str| None;
+    fleet_providers::load_stack(&stack(file), &overrides, &env).unwrap()
+}
+
+#[test]
+fn hetzner_bills_by_the_hour_unless_the_stack_says_otherwise() {
+    assert_eq!(
+        load("hetzner.yaml", &[]).stack.policy.billing.per,
+        BillingUnit::Hour
+    );
+    let per_second = load("hetzner.yaml", &["policy.billing.per=second"]);
+    assert_eq!(per_second.stack.policy.billing.per, BillingUnit::Second);
+    assert_eq!(
+        load("sandbox.yaml", &[]).stack.policy.billing.per,
+        BillingUnit::Second
+    );
+    assert_eq!(
+        load("azure-cli.yaml", &[]).stack.policy.billing.per,
+        BillingUnit::Second
+    );
+}
+
+#[tokio::test]
+async fn the_hetzner_stack_names_the_missing_token_variable() {
+    let loaded = load(
+        "hetzner.yaml",
+        &["provider.token_env=FLEET_TEST_HCLOUD_TOKEN_UNSET"],
+    );
+    let e = fleet_providers::cloud_for(&loaded, &CallCounter::default())
+        .await
+        .err()
+        .expect("no token, no cloud");
+    let text = error_chain(&e);
+    assert!(
+        text.contains("environment variable `FLEET_TEST_HCLOUD_TOKEN_UNSET` (the Hetzner API token) is not set"),
+        "{text}"
+    );
+    assert!(
+        text.contains("at --set provider.token_env="),
+        "the error says where the variable was named: {text}"
+    );
+}
+
+#[tokio::test]
+async fn the_azure_stack_builds_a_command_cloud_on_its_example_scripts() {
+    let loaded = load("azure-cli.yaml", &[]);
+    let cloud = fleet_providers::cloud_for(&loaded, &CallCounter::default())
+        .await
+        .unwrap();
+    assert_eq!(cloud.name(), "command");
+    assert!(
+        cloud.label().ends_with("examples/azure/create.py)"),
+        "{}",
+        cloud.label()
+    );
+    for script in ["create.py", "list.py", "delete.py"] {
+        let p = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../examples/azure")
+            .join(script);
+        assert!(p.is_file(), "{} is missing", p.display());
+    }
+}
