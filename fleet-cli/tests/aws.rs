@@ -123,12 +123,7 @@ fn a_hundred_instances_in_at_most_three_launch_calls_and_destroy_leaves_none() {
     require_moto();
     // Without templates every instance boots the same: one launch call can carry the batch.
     // (With per-instance user data each instance is its own call; see the provider tests.)
-    let dir = stack_dir(|text| {
-        let end = text
-            .find("\ntemplates:")
-            .expect("aws.yaml has a templates section");
-        text[..end + 1].to_string()
-    });
+    let dir = stack_dir(without_templates);
     let name = format!("aws-cli-{}", std::process::id());
     let set_name = format!("name={name}");
 
@@ -248,7 +243,9 @@ fn sigkill_after_the_launch_took_effect_then_up_adopts_without_duplicates() {
     // RunInstances reaches moto (the instances exist), but its answer never comes back:
     // the process dies before it can record cloud ids or tag names.
     proxy.add(Rule::hold(&["Action=RunInstances"]));
-    let dir = stack_dir(|t| t);
+    // One launch call for the batch (no per-instance user data), so the instances come back
+    // unnamed and only the batch token ties them to their records.
+    let dir = stack_dir(without_templates);
     let name = format!("aws-kill-{}", std::process::id());
     let set_name = format!("name={name}");
     let args = [
@@ -416,6 +413,15 @@ fn copy_stack(src: &Path, dst: &Path) {
     let text = std::fs::read_to_string(src).unwrap();
     let text = text.replace("../instance/", &format!("{}/", instance.display()));
     std::fs::write(dst, text).unwrap();
+}
+
+/// stacks/aws.yaml without its `templates:` section: every instance boots the same, so one
+/// launch call carries a whole batch.
+fn without_templates(text: String) -> String {
+    let end = text
+        .find("\ntemplates:")
+        .expect("aws.yaml has a templates section");
+    text[..end + 1].to_string()
 }
 
 /// The changes of an `up --json` answer, as (action, reason).
