@@ -308,7 +308,7 @@ fn sigkill_after_the_launch_took_effect_then_up_adopts_without_duplicates() {
 }
 
 #[test]
-fn two_ups_on_s3_state_one_proceeds_and_the_other_names_the_holder() {
+fn ten_ups_on_s3_state_one_proceeds_and_the_others_name_the_holder() {
     let rt = tokio::runtime::Runtime::new().unwrap();
     let moto = moto();
     let proxy = rt.block_on(FaultProxy::start(&moto)).unwrap();
@@ -352,19 +352,29 @@ fn two_ups_on_s3_state_one_proceeds_and_the_other_names_the_holder() {
             .await
             .expect("the first up never launched")
     });
-    let second = command(dir.path(), Some(proxy.url()), &args)
-        .output()
-        .unwrap();
-    assert_eq!(second.status.code(), Some(1));
-    let err = String::from_utf8_lossy(&second.stderr);
-    assert!(
-        err.contains(&format!(
-            "s3://{bucket}/fleet/aws.json is locked by `fleet-cli up` (pid {}",
-            first.id()
-        )),
-        "{err}"
-    );
-    assert!(err.contains("lease until"), "{err}");
+    // Nine more at once, while the first holds the DynamoDB lock.
+    let others: Vec<_> = (0..9)
+        .map(|_| {
+            command(dir.path(), Some(proxy.url()), &args)
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    for other in others {
+        let o = other.wait_with_output().unwrap();
+        assert_eq!(o.status.code(), Some(1));
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(
+            err.contains(&format!(
+                "s3://{bucket}/fleet/aws.json is locked by `fleet-cli up` (pid {}",
+                first.id()
+            )),
+            "{err}"
+        );
+        assert!(err.contains("lease until"), "{err}");
+    }
 
     proxy.release();
     let first = first.wait_with_output().unwrap();
