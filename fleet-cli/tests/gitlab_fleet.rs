@@ -216,8 +216,10 @@ async fn queued_jobs_get_vms_with_their_own_runners_and_idle_vms_go_runner_last(
     // Idle past idle_time and no stopped pool: both retire, each drained and deleted
     // before its runner; no job was ever killed.
     let mut retired = Vec::new();
+    let mut plans = Vec::new();
     wait_until("both VMs to retire", Duration::from_secs(20), || {
         let v = rig.up();
+        plans.push(format!("{}\n{}", v["plan"], v["result"]));
         retired.extend(
             changes(&v)
                 .into_iter()
@@ -228,7 +230,7 @@ async fn queued_jobs_get_vms_with_their_own_runners_and_idle_vms_go_runner_last(
             .as_object()
             .is_some_and(|o| o.is_empty())
     });
-    assert_eq!(retired.len(), 2, "{retired:?}");
+    assert_eq!(retired.len(), 2, "{retired:?}\n{}", plans.join("\n"));
     assert!(
         retired.iter().all(|c| c.2.contains("retire: idle")),
         "{retired:?}"
