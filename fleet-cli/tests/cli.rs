@@ -2,6 +2,9 @@
 //! copy of stacks/sandbox.yaml: the flows the README promises, crash safety under SIGKILL,
 //! and the state lock between two processes.
 
+mod common;
+
+use common::copy_stack;
 use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
@@ -489,12 +492,4 @@ fn refresh_forgets_instances_deleted_behind_our_back() {
     assert_eq!(s.state()["instances"].as_object().unwrap().len(), 1);
     ok(&s.run(&["up", "--yes", "--set", "policy.min_instances=2"]));
     s.assert_converged(2, "after refresh and up");
-}
-
-/// Copies an example stack into a test directory, pointing its templates at instance/.
-fn copy_stack(src: &Path, dst: &Path) {
-    let instance = Path::new(env!("CARGO_MANIFEST_DIR")).join("../instance/");
-    let text = std::fs::read_to_string(src).unwrap();
-    let text = text.replace("../instance/", &format!("{}/", instance.display()));
-    std::fs::write(dst, text).unwrap();
 }
