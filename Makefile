@@ -7,7 +7,7 @@ STACK ?= stacks/sandbox.yaml
 ARGS ?=
 FLEET = $(CARGO) run --quiet -p fleet-cli --
 
-.PHONY: all build preview plan up destroy refresh test lint fmt bench bench-policy clean
+.PHONY: all build preview plan up destroy refresh test lint fmt fuzz bench bench-policy clean
 
 all: build
 
@@ -31,11 +31,12 @@ destroy:
 refresh:
 	$(FLEET) refresh --stack $(STACK) $(ARGS)
 
-# Installs cloud-init (apt-get, as root) and the test tools (moto, ansible-core, ansible-lint)
-# into .venv, starts moto_server on a free port of
+# Installs cloud-init and systemd-analyze (apt-get, as root) and the test tools (moto,
+# ansible-core, ansible-lint) into .venv, starts moto_server on a free port of
 # 127.0.0.1 for the AWS tests, and stops it afterwards.
 test:
 	scripts/ensure-cloud-init
+	scripts/ensure-systemd-analyze
 	scripts/with-moto $(CARGO) test --workspace --locked
 	$(CARGO) run --quiet -p fleet-core --example embed --features testing
 
@@ -45,6 +46,13 @@ lint:
 
 fmt:
 	$(CARGO) fmt --all
+
+# The property tests of the stack loader and the webhook check, FUZZ_CASES cases each
+# (make test runs 2,000 each), in the release profile.
+FUZZ_CASES ?= 1000000
+fuzz:
+	PROPTEST_CASES=$(FUZZ_CASES) $(CARGO) test --release --locked -p fleet-core --test fuzz_stack -- --nocapture
+	PROPTEST_CASES=$(FUZZ_CASES) $(CARGO) test --release --locked -p fleet-providers --test fuzz_webhook -- --nocapture
 
 bench:
 	$(CARGO) bench -p fleet-core --bench plan -- --noplot
