@@ -7,7 +7,7 @@ STACK ?= stacks/sandbox.yaml
 ARGS ?=
 FLEET = $(CARGO) run --quiet -p fleet-cli --
 
-.PHONY: all build preview plan up destroy refresh test lint fmt fuzz bench bench-policy clean
+.PHONY: all build preview plan up destroy refresh test lint fmt fuzz bench bench-policy bench-webhook clean
 
 all: build
 
@@ -68,6 +68,11 @@ TRACES ?= $(shell ls $(abspath ../shared/traces)/*.csv 2>/dev/null | tr '\n' ':'
 bench-policy:
 	FLEET_TRACES="$(if $(TRACES),$(TRACES),$(CURDIR)/stacks/traces/demo.csv)" FLEET_TARGET_P95=60 \
 		$(CARGO) bench -p fleet-core --bench simulate
+
+# 1,000 signed job webhooks a second for 30 s against `fleet-cli serve` on the sandbox, in
+# the release profile: answer latency percentiles, reconciles caused, most in flight at once.
+bench-webhook:
+	$(CARGO) bench -p fleet-cli --bench webhook_load -- 1000 30
 
 clean:
 	$(CARGO) clean

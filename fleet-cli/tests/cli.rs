@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::copy_stack;
+use common::{alive_in, copy_stack};
 use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
@@ -62,17 +62,7 @@ impl Sandbox {
 
     /// Names of the instances alive in the sandbox cloud, sorted (duplicates kept).
     fn alive(&self) -> Vec<String> {
-        let p = self.dir.path().join(".fleet/sandbox-cloud.json");
-        let world: Value = serde_json::from_slice(&std::fs::read(p).unwrap()).unwrap();
-        let mut names: Vec<String> = world["instances"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .filter(|i| i["terminated_at"].is_null())
-            .map(|i| i["tags"]["fleet:name"].as_str().unwrap().to_string())
-            .collect();
-        names.sort();
-        names
+        alive_in(&self.dir.path().join(".fleet/sandbox-cloud.json"))
     }
 
     fn resources_in_cloud(&self) -> usize {

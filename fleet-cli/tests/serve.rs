@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use common::copy_stack;
+use common::{alive_in, copy_stack};
 
 const BIN: &str = env!("CARGO_BIN_EXE_fleet-cli");
 const SECRET_VAR: &str = "FLEET_TEST_WEBHOOK_SECRET";
@@ -31,7 +31,7 @@ struct Daemon {
 
 impl Daemon {
     /// Starts `serve` on port 0 and reads the address it bound from its first stdout line.
-    fn start(with_secret: bool) -> Daemon {
+    fn start(with_secret: bool, extra: &[&str]) -> Daemon {
         let dir = tempfile::tempdir().unwrap();
         let src = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../stacks/sandbox.yaml");
         copy_stack(&src, &dir.path().join("sandbox.yaml"));
@@ -42,6 +42,7 @@ impl Daemon {
             .args(["--set", "daemon.listen=127.0.0.1:0"])
             // Only the start and webhooks trigger reconciles within the test.
             .args(["--set", "daemon.interval=1h"])
+            .args(extra)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -86,18 +87,7 @@ impl Daemon {
 
     /// Names of live instances in the sandbox cloud.
     fn alive(&self) -> Vec<String> {
-        let world: Value =
-            serde_json::from_slice(&std::fs::read(self.path(".fleet/sandbox-cloud.json")).unwrap())
-                .unwrap();
-        let mut names: Vec<String> = world["instances"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .filter(|i| i["terminated_at"].is_null())
-            .map(|i| i["tags"]["fleet:name"].as_str().unwrap().to_string())
-            .collect();
-        names.sort();
-        names
+        alive_in(&self.path(".fleet/sandbox-cloud.json"))
     }
 
     /// Sends SIGTERM and waits (bounded) for the exit; returns stderr.
@@ -234,7 +224,7 @@ where
 
 #[tokio::test]
 async fn serve_reconciles_on_start_and_on_webhooks_and_stops_cleanly() {
-    let mut d = Daemon::start(true);
+    let mut d = Daemon::start(true, &[]);
     assert_eq!(
         get(&format!("{}/healthz", d.url)).await,
         (200, "ok\n".into())
@@ -332,11 +322,38 @@ async fn serve_reconciles_on_start_and_on_webhooks_and_stops_cleanly() {
 
 #[tokio::test]
 async fn without_a_webhook_secret_the_endpoint_is_disabled() {
-    let mut d = Daemon::start(false);
+    let mut d = Daemon::start(false, &[]);
     assert_eq!(hook(&d, "", JOB_HOOK).await, 404);
     assert_eq!(hook(&d, "anything", JOB_HOOK).await, 404);
     let all = metrics(&d).await;
     assert_eq!(m(&all, "fleet_webhooks_total{result=disabled}"), 2.0);
     let (status, _) = d.terminate();
     assert!(status.success());
+}
+
+#[tokio::test]
+async fn sigterm_during_a_reconcile_lets_it_finish_and_release_the_lock() {
+    // Every sandbox call takes 300 ms, so the first reconcile runs for a few seconds.
+    let mut d = Daemon::start(false, &["--set", "provider.latency=300ms"]);
+    eventually("the first reconcile to start", || async {
+        m(&metrics(&d).await, "fleet_reconcile_in_progress") == 1.0
+    })
+    .await;
+    let (status, stderr) = d.terminate();
+    assert!(status.success(), "exit {status:?}; stderr:\n{stderr}");
+    let at = |what: &str| {
+        stderr
+            .find(what)
+            .unwrap_or_else(|| panic!("no `{what}` in the log:\n{stderr}"))
+    };
+    assert!(at("SIGTERM") < at("reconciled"), "{stderr}");
+    // It finished: the whole fleet exists and is recorded, nothing is left pending, and
+    // the lock names no holder.
+    let state = d.state();
+    let instances = state["instances"].as_object().unwrap();
+    assert_eq!(instances.len(), 3, "{state}");
+    assert!(instances.values().all(|r| r.get("pending").is_none()));
+    assert_eq!(d.alive().len(), 3);
+    let lock = std::fs::read(d.path(".fleet/sandbox.state.json.lock")).unwrap();
+    assert!(lock.is_empty(), "the lock file still names a holder");
 }

@@ -187,7 +187,7 @@ impl Metrics {
         );
         r.register(
             "fleet_reconcile_in_progress",
-            "1 while a reconcile runs; never more than 1",
+            "Reconciles running now: 1 or 0, never more",
             m.in_progress.clone(),
         );
         r.register(
@@ -254,12 +254,13 @@ impl Metrics {
     /// A reconcile starts, for `reason`.
     pub fn begin(&self, reason: &'static str) {
         self.triggers.get_or_create(&ReasonLabel { reason }).inc();
-        self.in_progress.set(1);
+        // Counted, not set, so that an overlap (which the loop rules out) would show as 2.
+        self.in_progress.inc();
     }
 
     /// A reconcile ended with `outcome` after `took`.
     pub fn record_outcome(&self, outcome: &ReconcileOutcome, took: Duration, now: DateTime<Utc>) {
-        self.in_progress.set(0);
+        self.in_progress.dec();
         self.duration.observe(took.as_secs_f64());
         self.record_state(&outcome.state, now);
         if let Some(d) = outcome.plan.desired {
@@ -310,7 +311,7 @@ impl Metrics {
 
     /// A reconcile failed before or during apply with `error` after `took`.
     pub fn record_error(&self, error: &anyhow::Error, took: Duration) {
-        self.in_progress.set(0);
+        self.in_progress.dec();
         self.duration.observe(took.as_secs_f64());
         self.reconciles
             .get_or_create(&ResultLabel { result: "failure" })

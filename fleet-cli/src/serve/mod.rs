@@ -62,8 +62,9 @@ pub async fn serve(g: &Global) -> Result<u8> {
         "daemon started"
     );
 
+    // Listen for signals before the first reconcile, so none arrives unhandled.
     let (stop, stopped) = watch::channel(false);
-    let signals = tokio::spawn(wait_for_signal(stop));
+    let signals = tokio::spawn(wait_for_signal(signals()?, stop));
     let mut http_stopped = stopped.clone();
     let server = tokio::spawn(async move {
         axum::serve(listener, http::router(app))
@@ -197,18 +198,18 @@ impl Progress for LogProgress {
     fn end(&self) {}
 }
 
-/// Sets `stop` on the first SIGTERM or SIGINT.
-async fn wait_for_signal(stop: watch::Sender<bool>) {
+type Signals = (tokio::signal::unix::Signal, tokio::signal::unix::Signal);
+
+/// SIGTERM and SIGINT, caught from now on.
+fn signals() -> Result<Signals> {
     use tokio::signal::unix::{signal, SignalKind};
-    let term = signal(SignalKind::terminate());
-    let int = signal(SignalKind::interrupt());
-    let (mut term, mut int) = match (term, int) {
-        (Ok(t), Ok(i)) => (t, i),
-        (Err(e), _) | (_, Err(e)) => {
-            tracing::error!("cannot listen for signals ({e}); stop the daemon with SIGKILL");
-            return;
-        }
-    };
+    let term = signal(SignalKind::terminate()).context("cannot catch SIGTERM")?;
+    let int = signal(SignalKind::interrupt()).context("cannot catch SIGINT")?;
+    Ok((term, int))
+}
+
+/// Sets `stop` on the first SIGTERM or SIGINT.
+async fn wait_for_signal((mut term, mut int): Signals, stop: watch::Sender<bool>) {
     let name = tokio::select! {
         _ = term.recv() => "SIGTERM",
         _ = int.recv() => "SIGINT",
