@@ -72,7 +72,7 @@ bench-policy:
 # 1,000 signed job webhooks a second for 30 s against `fleet-cli serve` on the sandbox, in
 # the release profile: answer latency percentiles, reconciles caused, most in flight at once.
 bench-webhook:
-	$(CARGO) bench -p fleet-cli --bench webhook_load -- 1000 30
+	$(CARGO) test --release --locked -p fleet-cli --bench webhook_load -- 1000 30
 
 clean:
 	$(CARGO) clean
