@@ -279,6 +279,7 @@ async fn serve_reconciles_on_start_and_on_webhooks_and_stops_cleanly() {
     assert_eq!(m(&after, "fleet_changes_applied_total{action=forget}"), 1.0);
     assert_eq!(m(&after, "fleet_changes_applied_total{action=create}"), 5.0);
     assert_eq!(m(&after, "fleet_webhooks_total{result=accepted}"), 1.0);
+    assert_eq!(m(&after, "fleet_job_events_total{status=pending}"), 1.0);
     assert_eq!(m(&after, "fleet_webhooks_total{result=unauthorized}"), 1.0);
     assert_eq!(m(&after, "fleet_webhooks_total{result=bad_request}"), 1.0);
     let state = d.state();

@@ -86,6 +86,7 @@ async fn webhook(
     match verifier.verify(h("x-gitlab-event"), h("x-gitlab-token"), &body) {
         Ok(Accepted::Job(event)) => {
             app.metrics.record_webhook(WebhookResult::Accepted);
+            app.metrics.record_job_event(&event.status);
             tracing::info!(
                 job = event.job_id,
                 project = event.project_id,

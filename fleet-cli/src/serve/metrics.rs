@@ -65,6 +65,27 @@ struct ActionLabel {
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StatusLabel {
+    status: &'static str,
+}
+
+/// Job statuses GitLab's job hooks carry; anything else is counted as `other`, so a sender
+/// cannot grow the label set.
+const JOB_STATUSES: [&str; 11] = [
+    "created",
+    "waiting_for_resource",
+    "preparing",
+    "pending",
+    "running",
+    "success",
+    "failed",
+    "canceled",
+    "skipped",
+    "manual",
+    "scheduled",
+];
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct OperationLabel {
     operation: String,
 }
@@ -124,6 +145,7 @@ pub struct Metrics {
     cloud_calls: Family<OperationLabel, Counter>,
     cloud_errors: Counter,
     webhooks: Family<ResultLabel, Counter>,
+    job_events: Family<StatusLabel, Counter>,
     seen_calls: Mutex<BTreeMap<String, u64>>,
     health: Mutex<Health>,
     /// Ready while the last success is younger than this.
@@ -149,6 +171,7 @@ impl Metrics {
             cloud_calls: Family::default(),
             cloud_errors: Counter::default(),
             webhooks: Family::default(),
+            job_events: Family::default(),
             seen_calls: Mutex::new(BTreeMap::new()),
             health: Mutex::new(Health::default()),
             fresh_for: interval.saturating_mul(3),
@@ -224,6 +247,11 @@ impl Metrics {
             "fleet_webhooks",
             "Webhooks received, by how they were answered",
             m.webhooks.clone(),
+        );
+        r.register(
+            "fleet_job_events",
+            "Verified job webhooks, by the job status they report (GitLab's API stays the source of truth for demand)",
+            m.job_events.clone(),
         );
         // Series that exist from the start, so rates and alerts see zeros, not gaps.
         for l in LIFECYCLES {
@@ -375,6 +403,16 @@ impl Metrics {
                 result: result.as_str(),
             })
             .inc();
+    }
+
+    /// A verified job webhook reported `status`.
+    pub fn record_job_event(&self, status: &str) {
+        let status = JOB_STATUSES
+            .iter()
+            .find(|s| **s == status)
+            .copied()
+            .unwrap_or("other");
+        self.job_events.get_or_create(&StatusLabel { status }).inc();
     }
 
     /// `Ok` when ready, else why not.
