@@ -47,12 +47,15 @@ lint:
 fmt:
 	$(CARGO) fmt --all
 
+# fuzz and bench-webhook name the same packages, so cargo resolves the same features (tokio's
+# test-util comes from fleet-cli's dev-dependencies) and they share one release build.
+RELEASE_PKGS = -p fleet-core -p fleet-providers -p fleet-cli
+
 # The property tests of the stack loader and the webhook check, FUZZ_CASES cases each
 # (make test runs 2,000 each), in the release profile.
 FUZZ_CASES ?= 1000000
 fuzz:
-	PROPTEST_CASES=$(FUZZ_CASES) $(CARGO) test --release --locked -p fleet-core --test fuzz_stack -- --nocapture
-	PROPTEST_CASES=$(FUZZ_CASES) $(CARGO) test --release --locked -p fleet-providers --test fuzz_webhook -- --nocapture
+	PROPTEST_CASES=$(FUZZ_CASES) $(CARGO) test --release --locked $(RELEASE_PKGS) --test fuzz_stack --test fuzz_webhook
 
 bench:
 	$(CARGO) bench -p fleet-core --bench plan -- --noplot
@@ -72,7 +75,7 @@ bench-policy:
 # 1,000 signed job webhooks a second for 30 s against `fleet-cli serve` on the sandbox, in
 # the release profile: answer latency percentiles, reconciles caused, most in flight at once.
 bench-webhook:
-	$(CARGO) test --release --locked -p fleet-cli --bench webhook_load -- 1000 30
+	$(CARGO) test --release --locked $(RELEASE_PKGS) --bench webhook_load -- 1000 30
 
 clean:
 	$(CARGO) clean

@@ -7,9 +7,9 @@
 //! reconciles the burst caused, and the most reconciles ever seen in flight at once
 //! (which must be 1). Everything stops by itself after SECONDS.
 //!
-//! Run: `make bench-webhook`, which is
-//! `cargo test --release -p fleet-cli --bench webhook_load -- [RATE] [SECONDS]` (default
-//! 1000 30); the release profile shares its build with `make fuzz`.
+//! Run: `make bench-webhook`, which is `cargo test --release -p fleet-core -p
+//! fleet-providers -p fleet-cli --bench webhook_load -- [RATE] [SECONDS]` (default 1000 30);
+//! naming the same packages as `make fuzz` lets both share one release build.
 
 #[path = "../tests/common/mod.rs"]
 mod common;
