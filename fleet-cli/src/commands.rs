@@ -74,9 +74,14 @@ pub async fn preview(g: &Global, detailed: bool, out: Option<&Path>) -> Result<u
     })
 }
 
-/// `up`: converge, or apply a saved plan.
+/// `up`: converge, or apply a saved plan. `up --yes` is [`reconcile`], the daemon's path.
 pub async fn up(g: &Global, yes: bool, saved: Option<&Path>) -> Result<u8> {
     let ctx = Ctx::load(g).await?;
+    if yes && saved.is_none() {
+        let progress = CliProgress::new(g.json);
+        let outcome = reconcile(&ctx, g, "fleet-cli up", &|p| show_plan(g, p), &progress).await?;
+        return Ok(print_outcome(g, &ctx, &outcome));
+    }
     ctx.lock(g, "fleet-cli up").await?;
     let result = converge(g, &ctx, Operation::Up, yes, saved).await;
     ctx.unlock().await;
@@ -101,15 +106,65 @@ pub async fn refresh(g: &Global) -> Result<u8> {
     result
 }
 
-async fn converge(
+/// What one converge did.
+#[derive(Debug)]
+pub struct ReconcileOutcome {
+    /// The plan, with its summary.
+    pub plan: Plan,
+    /// What apply did; `None` when the plan was empty and nothing ran.
+    pub report: Option<ApplyReport>,
+    /// State as apply left it.
+    pub state: State,
+    /// Demand as the CI system reported it (`None` for a saved plan: nothing observed).
+    pub demand: Option<fleet_core::ci::Demand>,
+}
+
+impl ReconcileOutcome {
+    /// Changes that failed (none when nothing ran).
+    pub fn failed(&self) -> usize {
+        self.report.as_ref().map_or(0, |r| r.failed.len())
+    }
+}
+
+/// Converges the fleet on the stack without asking: lock, read state, observe, plan,
+/// apply, unlock. `up --yes` and the daemon both run exactly this. `show` sees the plan
+/// before it is applied; `holder` names the caller in the lock.
+pub async fn reconcile(
+    ctx: &Ctx,
     g: &Global,
+    holder: &str,
+    show: &(dyn Fn(&Plan) + Sync),
+    progress: &dyn Progress,
+) -> Result<ReconcileOutcome> {
+    reconcile_op(ctx, g, holder, Operation::Up, show, progress).await
+}
+
+/// [`reconcile`] for any operation (`fleet-cli demo` also destroys its fleet this way).
+pub async fn reconcile_op(
+    ctx: &Ctx,
+    g: &Global,
+    holder: &str,
+    operation: Operation,
+    show: &(dyn Fn(&Plan) + Sync),
+    progress: &dyn Progress,
+) -> Result<ReconcileOutcome> {
+    ctx.lock(g, holder).await?;
+    let result = plan_and_apply(ctx, operation, None, &|_| Ok(true), show, progress).await;
+    ctx.unlock().await;
+    result?.context("a reconcile applies without asking, so it is never declined")
+}
+
+/// The one sequence under the lock: read state, observe (unless a saved plan is given),
+/// plan, show, confirm, apply. `None` when `confirm` declined.
+async fn plan_and_apply(
     ctx: &Ctx,
     operation: Operation,
-    yes: bool,
-    saved: Option<&Path>,
-) -> Result<u8> {
+    saved: Option<Plan>,
+    confirm: &dyn Fn(&Plan) -> Result<bool>,
+    show: &(dyn Fn(&Plan) + Sync),
+    progress: &dyn Progress,
+) -> Result<Option<ReconcileOutcome>> {
     let fleet = ctx.fleet();
-    let saved = saved.map(read_plan).transpose()?;
     // A plan saved before any state existed names the lineage the new state must get.
     let lineage = saved.as_ref().map(|p| p.lineage.clone());
     let mut state = fleet
@@ -124,9 +179,8 @@ async fn converge(
         }
     };
     fleet_core::apply::check_plan_base(&plan, &state)?;
-    if !g.json {
-        output::print_plan(&plan);
-    }
+    let demand = observed.as_ref().and_then(|o| o.demand.clone());
+    show(&plan);
     if plan.is_empty() && operation != Operation::Refresh {
         // Nothing to change, but what was observed (lifecycles, runner job facts) is
         // recorded: the policy's idle times and job ends are measured from it.
@@ -139,57 +193,95 @@ async fn converge(
             &NoProgress,
         )
         .await?;
-        if g.json {
-            println!(
-                "{}",
-                json!({ "plan": plan, "result": ApplyReport { serial: state.serial, ..ApplyReport::default() } })
-            );
-        }
-        return Ok(0);
+        return Ok(Some(ReconcileOutcome {
+            plan,
+            report: None,
+            state,
+            demand,
+        }));
     }
+    if !plan.is_empty() && !confirm(&plan)? {
+        return Ok(None);
+    }
+    let report = execute(ctx, &plan, &mut state, observed.as_ref(), false, progress).await?;
+    Ok(Some(ReconcileOutcome {
+        plan,
+        report: Some(report),
+        state,
+        demand,
+    }))
+}
+
+async fn converge(
+    g: &Global,
+    ctx: &Ctx,
+    operation: Operation,
+    yes: bool,
+    saved: Option<&Path>,
+) -> Result<u8> {
+    let saved = saved.map(read_plan).transpose()?;
     let verb = match operation {
         Operation::Destroy => "destroy these instances and resources",
         _ => "apply these changes",
     };
-    if !yes && !plan.is_empty() && !output::confirm(verb)? {
-        eprintln!("Nothing was changed.");
-        return Ok(1);
-    }
+    let confirm = |_: &Plan| if yes { Ok(true) } else { output::confirm(verb) };
     let progress = CliProgress::new(g.json);
-    let report = execute(ctx, &plan, &mut state, observed.as_ref(), false, &progress).await?;
-    if g.json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(
-                &json!({ "plan": plan, "result": report, "cloud_calls": ctx.calls.snapshot() })
-            )?
-        );
-    } else {
-        output::print_report(&report);
+    let outcome = plan_and_apply(
+        ctx,
+        operation,
+        saved,
+        &confirm,
+        &|p| show_plan(g, p),
+        &progress,
+    )
+    .await?;
+    match outcome {
+        None => {
+            eprintln!("Nothing was changed.");
+            Ok(1)
+        }
+        Some(outcome) => Ok(print_outcome(g, ctx, &outcome)),
     }
-    Ok(if report.failed.is_empty() { 0 } else { 1 })
 }
 
-/// One non-interactive converge, printing nothing: lock, read, observe, plan, apply,
-/// unlock. Returns the state after the apply (`None` when the plan was empty and nothing
-/// was observed to record).
-pub async fn reconcile_quietly(
-    g: &Global,
-    ctx: &Ctx,
-    operation: Operation,
-) -> Result<Option<State>> {
-    ctx.lock(g, "fleet-cli reconcile").await?;
-    let result = async {
-        let fleet = ctx.fleet();
-        let mut state = fleet.read_state(new_lineage).await?;
-        let observed = fleet.observe(&state).await?;
-        let plan = fleet.plan(operation, &state, &observed, Utc::now()).await?;
-        execute(ctx, &plan, &mut state, Some(&observed), false, &NoProgress).await?;
-        Ok(Some(state))
+fn show_plan(g: &Global, plan: &Plan) {
+    if !g.json {
+        output::print_plan(plan);
     }
-    .await;
-    ctx.unlock().await;
-    result
+}
+
+/// Prints what apply did and returns the exit code: 1 if a change failed.
+fn print_outcome(g: &Global, ctx: &Ctx, outcome: &ReconcileOutcome) -> u8 {
+    let plan = &outcome.plan;
+    match &outcome.report {
+        None => {
+            if g.json {
+                let report = ApplyReport {
+                    serial: outcome.state.serial,
+                    ..ApplyReport::default()
+                };
+                println!("{}", json!({ "plan": plan, "result": report }));
+            }
+            0
+        }
+        Some(report) => {
+            if g.json {
+                let body =
+                    json!({ "plan": plan, "result": report, "cloud_calls": ctx.calls.snapshot() });
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&body).unwrap_or_else(|_| body.to_string())
+                );
+            } else {
+                output::print_report(report);
+            }
+            if report.failed.is_empty() {
+                0
+            } else {
+                1
+            }
+        }
+    }
 }
 
 fn read_plan(path: &Path) -> Result<Plan> {

@@ -19,7 +19,9 @@ use fleet_core::state::{Lifecycle, State};
 use gitlab_sim::trace::{self, TraceJob};
 use gitlab_sim::{JobStatus, Sim, SimConfig};
 
-use crate::commands::reconcile_quietly;
+use fleet_core::apply::NoProgress;
+
+use crate::commands::reconcile_op;
 use crate::context::Ctx;
 use crate::Global;
 
@@ -115,7 +117,16 @@ pub async fn run(g: &Global, a: &DemoArgs) -> Result<u8> {
     let mut durations: Vec<f64> = Vec::new();
     loop {
         let t = Instant::now();
-        let result = reconcile_quietly(&g, &ctx, Operation::Up).await;
+        let result = reconcile_op(
+            &ctx,
+            &g,
+            "fleet-cli demo",
+            Operation::Up,
+            &|_| {},
+            &NoProgress,
+        )
+        .await
+        .map(|o| Some(o.state));
         durations.push(t.elapsed().as_secs_f64());
         let state = match result {
             Ok(s) => s,
@@ -157,7 +168,15 @@ pub async fn run(g: &Global, a: &DemoArgs) -> Result<u8> {
         tokio::time::sleep(a.interval).await;
     }
 
-    let destroyed = reconcile_quietly(&g, &ctx, Operation::Destroy).await;
+    let destroyed = reconcile_op(
+        &ctx,
+        &g,
+        "fleet-cli demo",
+        Operation::Destroy,
+        &|_| {},
+        &NoProgress,
+    )
+    .await;
     let waits = waits(&sim);
     let counters = sim.counters();
     println!();

@@ -6,6 +6,7 @@ mod context;
 mod demo;
 mod output;
 mod render;
+mod serve;
 mod simulate;
 
 use std::path::PathBuf;
@@ -47,6 +48,18 @@ pub struct Global {
     /// More log output (-v info, -vv debug, -vvv trace).
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
     pub verbose: u8,
+    /// Log lines as plain text or as one JSON object per line (for log collectors).
+    #[arg(long, global = true, value_enum, default_value = "text")]
+    pub log_format: LogFormat,
+}
+
+/// How log lines are written (on stderr).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
 }
 
 #[derive(Debug, Subcommand)]
@@ -72,6 +85,9 @@ enum Command {
     Simulate(simulate::SimulateArgs),
     /// Run the fleet against a simulated GitLab replaying a trace at high speed (`make demo`).
     Demo(demo::DemoArgs),
+    /// Run as a daemon: reconcile on a timer and on GitLab job webhooks; serve /metrics,
+    /// /healthz and /readyz (see the stack's `daemon:` section).
+    Serve,
 }
 
 #[derive(Debug, Args)]
@@ -148,7 +164,9 @@ pub(crate) fn parse_duration(s: &str) -> Result<Duration, String> {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    output::init_logging(cli.global.verbose);
+    // The daemon logs what it does by default; one-shot commands only warnings.
+    let quiet = !matches!(cli.command, Command::Serve);
+    output::init_logging(cli.global.verbose, cli.global.log_format, quiet);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -177,6 +195,7 @@ fn main() -> ExitCode {
             Command::Inventory => render::inventory(g).await,
             Command::Simulate(a) => simulate::run(g, a),
             Command::Demo(a) => demo::run(g, a).await,
+            Command::Serve => serve::serve(g).await,
         }
     });
     match result {

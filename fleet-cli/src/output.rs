@@ -10,9 +10,13 @@ use fleet_core::apply::{ApplyReport, Progress, StepOutcome};
 use fleet_core::plan::{Change, Plan};
 use fleet_core::state::StateError;
 
-/// Logs go to stderr; `-v` raises the level, `RUST_LOG` overrides it.
-pub fn init_logging(verbose: u8) {
-    let level = match verbose {
+use crate::LogFormat;
+
+/// Logs go to stderr, as text or JSON lines; `-v` raises the level (from `warn`, or from
+/// `info` when not `quiet`), `RUST_LOG` overrides it. Secrets never reach a log line:
+/// they are `Secret`s, which print as a mask.
+pub fn init_logging(verbose: u8, format: LogFormat, quiet: bool) {
+    let level = match verbose + u8::from(!quiet) {
         0 => "warn",
         1 => "info",
         2 => "debug",
@@ -20,12 +24,16 @@ pub fn init_logging(verbose: u8) {
     };
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
-    let _ = tracing_subscriber::fmt()
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .with_target(false)
-        .try_init();
+        .with_target(false);
+    let _ = match format {
+        LogFormat::Text => builder
+            .with_ansi(std::io::stderr().is_terminal())
+            .try_init(),
+        LogFormat::Json => builder.json().with_ansi(false).try_init(),
+    };
 }
 
 /// The plan as a coloured diff on a terminal, plain otherwise.

@@ -2,6 +2,9 @@
 //! which exports AWS_ENDPOINT_URL): a 100-instance fleet in at most three launch calls,
 //! and destroy leaving nothing running.
 
+mod common;
+
+use common::copy_stack;
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
 
@@ -415,14 +418,6 @@ fn bad_cache_bucket_properties_are_located_in_the_stack_file() {
     assert_eq!(o.status.code(), Some(1));
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(err.contains("must start with `aws-badbucket-`"), "{err}");
-}
-
-/// Copies an example stack into a test directory, pointing its templates at instance/.
-fn copy_stack(src: &Path, dst: &Path) {
-    let instance = Path::new(env!("CARGO_MANIFEST_DIR")).join("../instance/");
-    let text = std::fs::read_to_string(src).unwrap();
-    let text = text.replace("../instance/", &format!("{}/", instance.display()));
-    std::fs::write(dst, text).unwrap();
 }
 
 /// stacks/aws.yaml without its `templates:` section: every instance boots the same, so one

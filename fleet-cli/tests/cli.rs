@@ -2,6 +2,9 @@
 //! copy of stacks/sandbox.yaml: the flows the README promises, crash safety under SIGKILL,
 //! and the state lock between two processes.
 
+mod common;
+
+use common::{alive_in, copy_stack};
 use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
@@ -59,17 +62,7 @@ impl Sandbox {
 
     /// Names of the instances alive in the sandbox cloud, sorted (duplicates kept).
     fn alive(&self) -> Vec<String> {
-        let p = self.dir.path().join(".fleet/sandbox-cloud.json");
-        let world: Value = serde_json::from_slice(&std::fs::read(p).unwrap()).unwrap();
-        let mut names: Vec<String> = world["instances"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .filter(|i| i["terminated_at"].is_null())
-            .map(|i| i["tags"]["fleet:name"].as_str().unwrap().to_string())
-            .collect();
-        names.sort();
-        names
+        alive_in(&self.dir.path().join(".fleet/sandbox-cloud.json"))
     }
 
     fn resources_in_cloud(&self) -> usize {
@@ -489,12 +482,4 @@ fn refresh_forgets_instances_deleted_behind_our_back() {
     assert_eq!(s.state()["instances"].as_object().unwrap().len(), 1);
     ok(&s.run(&["up", "--yes", "--set", "policy.min_instances=2"]));
     s.assert_converged(2, "after refresh and up");
-}
-
-/// Copies an example stack into a test directory, pointing its templates at instance/.
-fn copy_stack(src: &Path, dst: &Path) {
-    let instance = Path::new(env!("CARGO_MANIFEST_DIR")).join("../instance/");
-    let text = std::fs::read_to_string(src).unwrap();
-    let text = text.replace("../instance/", &format!("{}/", instance.display()));
-    std::fs::write(dst, text).unwrap();
 }

@@ -407,3 +407,43 @@ fn a_bad_period_schedule_is_located_at_its_line() {
     assert!(e.contains("`* * * *` is not a cron expression"), "{e}");
     assert!(e.contains("stacks/x.yaml:13:"), "{e}");
 }
+
+#[test]
+fn daemon_keys_have_defaults_and_are_checked_where_they_are_written() {
+    let d = load(BASE).unwrap().stack.daemon;
+    assert_eq!(d.interval, std::time::Duration::from_secs(60));
+    assert_eq!(d.listen, "127.0.0.1:9253");
+    assert!(d.retry_initial < d.retry_max);
+
+    let with = |daemon: &str| format!("{BASE}daemon:\n{daemon}");
+    let d = load(&with("  interval: 5m\n  listen: 0.0.0.0:8080\n"))
+        .unwrap()
+        .stack
+        .daemon;
+    assert_eq!(d.interval, std::time::Duration::from_secs(300));
+    assert_eq!(d.listen_addr(), Some("0.0.0.0:8080".parse().unwrap()));
+
+    let e = err(&with("  interval: 0s\n"));
+    assert!(
+        e.starts_with("daemon.interval is 0ms; the loop needs at least 1s between reconciles at stacks/x.yaml:14:3;"),
+        "{e}"
+    );
+    let e = err(&with("  listen: localhost\n"));
+    assert!(
+        e.starts_with("daemon.listen `localhost` is not an ip:port address at stacks/x.yaml:14:3"),
+        "{e}"
+    );
+    let e = err(&with("  retry_initial: 0s\n"));
+    assert!(e.contains("tight loop at stacks/x.yaml:14:3"), "{e}");
+    let e = err(&with("  retry_initial: 10m\n  retry_max: 1m\n"));
+    assert!(
+        e.contains("is shorter than daemon.retry_initial") && e.contains("stacks/x.yaml:15:3"),
+        "{e}"
+    );
+    let e = err(&with("  intervall: 5m\n"));
+    assert!(e.contains("did you mean `interval`?"), "{e}");
+    let e = load_with(BASE, &["daemon.interval=nonsense"])
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("--set daemon.interval=nonsense"), "{e}");
+}

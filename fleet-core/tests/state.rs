@@ -88,31 +88,82 @@ async fn writes_keep_a_backup_and_mode_0600() {
     assert!(leftovers.is_empty(), "temporary files left: {leftovers:?}");
 }
 
+/// Every way a state file can be broken gives a `Format` error that names the backup and
+/// says what is wrong; neither the read nor a refused write touches the backup.
 #[tokio::test]
-async fn a_malformed_state_file_is_a_clear_error_and_the_backup_is_untouched() {
-    let dir = tempfile::tempdir().unwrap();
-    let b = LocalBackend::new(dir.path().join("state.json"));
-    let mut s = State::new("st", "lin");
-    s.serial = 1;
-    b.write(&s).await.unwrap();
-    s.serial = 2;
-    b.write(&s).await.unwrap();
-    let backup_before = std::fs::read(b.backup_path()).unwrap();
-    std::fs::write(b.path(), b"{\"format_version\": 1, \"serial\": ").unwrap();
+async fn malformed_state_files_name_the_problem_and_never_touch_the_backup() {
+    let valid = FIXTURE.to_string();
+    let cases: Vec<(&str, String, &str)> = vec![
+        ("empty file", String::new(), "not valid JSON at line 1 column 0"),
+        ("truncated", valid[..valid.len() / 2].to_string(), "not valid JSON"),
+        (
+            "cut after a key",
+            "{\"format_version\": 1, \"serial\": ".into(),
+            "not valid JSON at line 1 column",
+        ),
+        ("not an object", "[1, 2, 3]".into(), "no `format_version`"),
+        (
+            "no version",
+            valid.replace("\"format_version\": 1,", ""),
+            "no `format_version`",
+        ),
+        (
+            "version as a string",
+            valid.replace("\"format_version\": 1", "\"format_version\": \"1\""),
+            "no `format_version`",
+        ),
+        (
+            "version from the future",
+            valid.replace("\"format_version\": 1", "\"format_version\": 99"),
+            "format_version 99 is newer than this build understands (1)",
+        ),
+        (
+            "serial of the wrong type",
+            valid.replacen("\"serial\": ", "\"serial\": \"seven\", \"x\": ", 1),
+            "serial",
+        ),
+        (
+            "instances as a list",
+            r#"{"format_version": 1, "serial": 1, "lineage": "l", "stack": "st", "next_index": 0, "instances": [], "resources": {}}"#.into(),
+            "instances",
+        ),
+        ("binary garbage", "\u{0}\u{1}\u{7f}garbage".into(), "not valid JSON"),
+    ];
+    for (what, text, expect) in cases {
+        let dir = tempfile::tempdir().unwrap();
+        let b = LocalBackend::new(dir.path().join("state.json"));
+        let mut s = State::new("st", "lin");
+        s.serial = 1;
+        b.write(&s).await.unwrap();
+        s.serial = 2;
+        b.write(&s).await.unwrap();
+        let backup_before = std::fs::read(b.backup_path()).unwrap();
+        std::fs::write(b.path(), &text).unwrap();
 
-    let e = b.read().await.unwrap_err();
-    let text = fleet_core::apply::error_chain(&e);
-    assert!(matches!(e, StateError::Format { .. }));
-    assert!(text.contains("is unreadable"), "{text}");
-    assert!(
-        text.contains("state.json.backup"),
-        "the message must name the backup: {text}"
-    );
-    assert!(text.contains("line 1 column"), "{text}");
-    // A write on top of a broken file is refused too, and the backup stays as it was.
-    s.serial = 3;
-    assert!(b.write(&s).await.is_err());
-    assert_eq!(std::fs::read(b.backup_path()).unwrap(), backup_before);
+        let e = b.read().await.unwrap_err();
+        let chain = fleet_core::apply::error_chain(&e);
+        assert!(matches!(e, StateError::Format { .. }), "{what}: {chain}");
+        assert!(chain.contains("is unreadable"), "{what}: {chain}");
+        assert!(
+            chain.contains("state.json.backup"),
+            "{what}: the message must name the backup: {chain}"
+        );
+        assert!(
+            chain.contains(expect),
+            "{what}: expected `{expect}` in {chain}"
+        );
+        s.serial = 3;
+        assert!(
+            b.write(&s).await.is_err(),
+            "{what}: a write over it is refused"
+        );
+        assert_eq!(
+            std::fs::read(b.backup_path()).unwrap(),
+            backup_before,
+            "{what}: the backup changed"
+        );
+        assert_eq!(std::fs::read(b.path()).unwrap(), text.as_bytes(), "{what}");
+    }
 }
 
 #[tokio::test]

@@ -309,6 +309,7 @@ fn validate(l: &LoadedStack) -> Result<(), StackError> {
     }
     validate_runner(l)?;
     super::bootstrap::validate(l)?;
+    super::daemon::validate(l)?;
     validate_resources(l)
 }
 

@@ -7,6 +7,7 @@
 //! touches this model.
 
 mod bootstrap;
+mod daemon;
 mod error;
 mod load;
 mod overrides;
@@ -21,6 +22,7 @@ use serde::{Deserialize, Serialize};
 use crate::secret::Secret;
 
 pub use bootstrap::{CacheConfig, CacheKind, Executor};
+pub use daemon::DaemonConfig;
 pub use error::{StackError, StackErrorKind};
 pub use load::{load, load_str, EnvLookup};
 pub use overrides::Override;
@@ -57,6 +59,9 @@ pub struct Stack {
     /// How apply runs.
     #[serde(default)]
     pub apply: ApplyConfig,
+    /// How `fleet-cli serve` runs.
+    #[serde(default)]
+    pub daemon: DaemonConfig,
 }
 
 /// `provider:`: the provider's `kind` and its own settings, decoded by the provider.
