@@ -91,22 +91,21 @@ impl Fleet<'_> {
     /// manages a runner per instance) this stack's runners. A CI system that does not answer
     /// makes demand unknown and runner facts absent; it never fails the observation.
     pub async fn observe(&self, state: &State) -> Result<Observed, EngineError> {
-        // In this order, not at once: a job that a runner takes between two of these calls
-        // must not count both as waiting (demand) and as keeping its VM busy (runner facts),
-        // or the policy would add a VM for it. Facts first, demand after: such a job then
-        // counts as running and its VM as idle, and a VM is never deleted on that belief
-        // (the executor asks for its jobs again before deleting it).
+        // In this order, not at once: demand first, then the runners, whose job counts the
+        // CI system takes from that same demand snapshot where it can, so that a job taken
+        // between two calls is never counted both as waiting and as keeping its VM busy (the
+        // policy would add a VM for it) nor as running with its VM idle (it would wait).
         let mut observed = self
             .cloud
             .observe(&self.scope(state))
             .await
             .map_err(EngineError::Observe)?;
+        let demand = self.ci.demand().await;
         let runners = if self.ci.manages_runners() {
             Some(self.ci.runners().await)
         } else {
             None
         };
-        let demand = self.ci.demand().await;
         observed.demand = Some(demand.unwrap_or_else(|e| Demand::Unknown {
             reason: e.to_string(),
         }));

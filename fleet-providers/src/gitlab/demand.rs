@@ -3,7 +3,7 @@
 //! truth for counts, webhooks only say when to look again), and, when the stack gives no
 //! shared runner token, one runner per VM on the token workflow (`POST /user/runners`).
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
@@ -17,6 +17,9 @@ use super::{parse_runner_description, runner_description, GitLabError};
 
 /// Runner calls in flight at once while listing jobs per runner.
 const RUNNER_CONCURRENCY: usize = 8;
+
+/// How long the demand listing's jobs-per-runner stay the runner facts' source.
+const SNAPSHOT_TTL: Duration = Duration::from_secs(60);
 
 /// How the fleet registers its runners: one per VM, described as `fleet:<stack>/<instance>`.
 #[derive(Debug, Clone)]
@@ -76,6 +79,9 @@ pub struct GitLabCi {
     cache_ttl: Duration,
     cache: tokio::sync::Mutex<Option<(Instant, Vec<u64>)>>,
     registration: Option<Registration>,
+    /// Running jobs per runner id, from the last demand listing: runner facts come from the
+    /// same snapshot as demand, so a job is never counted both as waiting and as running.
+    last_running: std::sync::Mutex<Option<(Instant, BTreeMap<u64, u32>)>>,
 }
 
 impl GitLabCi {
@@ -87,6 +93,7 @@ impl GitLabCi {
             cache_ttl: PROJECT_CACHE_TTL,
             cache: tokio::sync::Mutex::new(None),
             registration: None,
+            last_running: std::sync::Mutex::new(None),
         }
     }
 
@@ -179,13 +186,30 @@ impl GitLabCi {
                 })
             })
             .collect();
-        // Exact per-runner counts: a runner may run jobs of projects the stack does not list.
+        // Running jobs per runner from the demand listing just taken (one snapshot, so no job
+        // counts both as waiting and as busy). Without a fresh one, ask each runner. Jobs of
+        // projects the stack does not list are not in the listing; the executor asks each
+        // runner exactly before it stops or deletes a VM, so that never deletes a busy one.
+        let snapshot = self
+            .last_running
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+            .filter(|(at, _)| at.elapsed() < SNAPSHOT_TTL)
+            .map(|(_, m)| m);
         let counted: Vec<Result<ObservedRunner, GitLabError>> =
-            stream::iter(ours.into_iter().map(|mut r| async move {
-                if r.online {
-                    r.running_jobs = self.client.running_jobs(r.id).await?.len() as u32;
+            stream::iter(ours.into_iter().map(|mut r| {
+                let snapshot = snapshot.as_ref();
+                async move {
+                    match snapshot {
+                        Some(m) => r.running_jobs = m.get(&r.id).copied().unwrap_or(0),
+                        None if r.online => {
+                            r.running_jobs = self.client.running_jobs(r.id).await?.len() as u32
+                        }
+                        None => {}
+                    }
+                    Ok(r)
                 }
-                Ok(r)
             }))
             .buffer_unordered(RUNNER_CONCURRENCY)
             .collect()
@@ -237,8 +261,14 @@ impl GitLabCi {
     /// Counts the pending and running jobs this fleet could run.
     pub async fn count(&self) -> Result<Counts, GitLabError> {
         let mut c = Counts::default();
+        let mut by_runner: BTreeMap<u64, u32> = BTreeMap::new();
         for id in self.project_ids().await? {
             for job in self.client.active_jobs(id).await? {
+                if job.status == "running" {
+                    if let Some(r) = &job.runner {
+                        *by_runner.entry(r.id).or_default() += 1;
+                    }
+                }
                 if !runnable(&job.tag_list, &self.scope.tags, self.scope.run_untagged) {
                     c.skipped += 1;
                     continue;
@@ -250,6 +280,8 @@ impl GitLabCi {
                 }
             }
         }
+        *self.last_running.lock().unwrap_or_else(|e| e.into_inner()) =
+            Some((Instant::now(), by_runner));
         Ok(c)
     }
 }
