@@ -791,23 +791,6 @@ pub fn refresh_facts(state: &mut State, observed: &Observed, now: DateTime<Utc>)
         let Some(o) = rec.cloud_id.as_deref().and_then(|id| by_id.get(id)) else {
             continue;
         };
-        // Boot and resume times: from create or start until first observed running.
-        if o.lifecycle == Lifecycle::Running {
-            let since = match rec.lifecycle {
-                Lifecycle::Booting => Some((rec.created_at, true)),
-                Lifecycle::Starting => rec.started_at.map(|t| (t, false)),
-                _ => None,
-            };
-            if let Some((t, boot)) = since {
-                let secs = (now - t).num_milliseconds() as f64 / 1000.0;
-                let learned = if boot {
-                    &mut state.timings.boot
-                } else {
-                    &mut state.timings.resume
-                };
-                learned.observe(secs);
-            }
-        }
         if rec.lifecycle != o.lifecycle
             || rec.address != o.address
             || rec.instance_type != o.instance_type

@@ -4,10 +4,10 @@
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::autoscale::{self, Effective, FleetAction, Settings, VmState, VmView, Why};
+use crate::autoscale::{self, FleetAction, Settings, VmState, VmView, Why};
 use crate::ci::Demand;
 use crate::stack::PolicyConfig;
-use crate::state::{Lifecycle, PendingKind, State, Timings};
+use crate::state::{Lifecycle, PendingKind, State};
 
 /// What a policy sees.
 #[derive(Debug, Clone, Copy)]
@@ -114,8 +114,7 @@ impl Policy for DemandPolicy {
                 }
             }
         };
-        let mut e = settings.at(input.now);
-        let learned = apply_learned(&mut e, &input.state.timings);
+        let e = settings.at(input.now);
         let (names, views) = fleet_view(input.state);
         let s = autoscale::decide(&e, input.demand, &views, input.now);
         let actions: Vec<PlannedAction> = s
@@ -150,9 +149,6 @@ impl Policy for DemandPolicy {
                 reason.push_str(&format!("; held: {h}"));
             }
         }
-        if let Some(l) = learned {
-            reason.push_str(&format!("; {l}"));
-        }
         Decision {
             desired: s.total_after,
             reason,
@@ -160,41 +156,6 @@ impl Policy for DemandPolicy {
             actions: Some(actions),
         }
     }
-}
-
-/// Replaces the stack's `boot_time` and `resume_time` with the times learned from this
-/// fleet's VMs once there are enough samples, and turns the stopped pool off when resumes
-/// turn out no faster than boots (a stopped VM then only costs its disk). Returns what it
-/// used, for the plan's reason.
-fn apply_learned(e: &mut Effective, t: &Timings) -> Option<String> {
-    let boot = t.boot.trusted();
-    let resume = t.resume.trusted();
-    if boot.is_none() && resume.is_none() {
-        return None;
-    }
-    let mut said = Vec::new();
-    if let Some(b) = boot {
-        e.boot_time = b;
-        said.push(format!(
-            "boot ~{}s learned from {} boots",
-            b.as_secs(),
-            t.boot.samples
-        ));
-    }
-    if let Some(r) = resume {
-        e.resume_time = r;
-        said.push(format!(
-            "resume ~{}s from {} starts",
-            r.as_secs(),
-            t.resume.samples
-        ));
-    }
-    if boot.is_some() && resume.is_some() && e.resume_time >= e.boot_time && e.stopped_max > 0 {
-        e.stopped_count = 0;
-        e.stopped_max = 0;
-        said.push("stopped pool off: resumes are no faster than boots here".into());
-    }
-    Some(said.join(", "))
 }
 
 /// The recorded fleet as the policy sees it: names and views, in the same order. Instances
@@ -245,71 +206,6 @@ pub fn fleet_view(state: &State) -> (Vec<String>, Vec<VmView>) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::state::Learned;
-
-    fn pool_decision(boot_s: f64, resume_s: f64, samples: u32) -> Decision {
-        let config = PolicyConfig {
-            min_instances: 0,
-            max_instances: 10,
-            stopped_count: 3,
-            ..PolicyConfig::default()
-        };
-        let mut state = State::new("s", "l");
-        state.timings.boot = Learned {
-            seconds: boot_s,
-            samples,
-        };
-        state.timings.resume = Learned {
-            seconds: resume_s,
-            samples,
-        };
-        let demand = Demand::Known {
-            pending: 0,
-            running: 0,
-        };
-        DemandPolicy.decide(&PolicyInput {
-            config: &config,
-            demand: &demand,
-            state: &state,
-            now: DateTime::UNIX_EPOCH,
-        })
-    }
-
-    fn created(d: &Decision) -> u32 {
-        d.actions
-            .iter()
-            .flatten()
-            .map(|a| match a {
-                PlannedAction::Create { count, .. } => *count,
-                _ => 0,
-            })
-            .sum()
-    }
-
-    #[test]
-    fn the_stopped_pool_is_kept_while_resumes_beat_boots() {
-        let d = pool_decision(95.0, 31.0, 4);
-        assert_eq!(created(&d), 3, "{d:?}");
-        assert!(
-            d.reason.contains("boot ~95s learned from 4 boots"),
-            "{}",
-            d.reason
-        );
-    }
-
-    #[test]
-    fn learned_resumes_no_faster_than_boots_turn_the_pool_off() {
-        let d = pool_decision(60.0, 75.0, 4);
-        assert_eq!(created(&d), 0, "{d:?}");
-        assert!(d.reason.contains("stopped pool off"), "{}", d.reason);
-    }
-
-    #[test]
-    fn too_few_samples_leave_the_settings_alone() {
-        let d = pool_decision(60.0, 75.0, 2);
-        assert_eq!(created(&d), 3, "{d:?}");
-        assert!(!d.reason.contains("learned"), "{}", d.reason);
-    }
 
     #[test]
     fn static_policy_keeps_min_within_max() {

@@ -209,30 +209,3 @@ fn unnamed_batch_members_are_matched_to_their_pending_records_by_batch() {
         "the batch member keeps its record's name; the orphan gets a new one"
     );
 }
-
-#[test]
-fn boots_and_resumes_are_learned_from_the_first_observed_running() {
-    use fleet_core::planner::refresh_facts;
-    use fleet_core::state::Lifecycle;
-    let at = |s: i64| fleet_core::testing::t0() + chrono::Duration::seconds(s);
-    let mut booting = record_of(&observed(1, "debian-12"));
-    booting.lifecycle = Lifecycle::Booting;
-    booting.created_at = at(0);
-    let mut starting = record_of(&observed(2, "debian-12"));
-    starting.lifecycle = Lifecycle::Starting;
-    starting.started_at = Some(at(60));
-    let mut state = state_with(vec![booting, starting]);
-    let seen = Observed {
-        instances: vec![observed(1, "debian-12"), observed(2, "debian-12")],
-        resources: vec![],
-        ..Observed::default()
-    };
-    assert!(refresh_facts(&mut state, &seen, at(95)));
-    assert_eq!(state.timings.boot.samples, 1);
-    assert!((state.timings.boot.seconds - 95.0).abs() < 1e-9);
-    assert_eq!(state.timings.resume.samples, 1);
-    assert!((state.timings.resume.seconds - 35.0).abs() < 1e-9);
-    // Already running: no new sample.
-    refresh_facts(&mut state, &seen, at(200));
-    assert_eq!(state.timings.boot.samples, 1);
-}

@@ -38,64 +38,6 @@ pub struct State {
     /// Supporting resource records by `kind/name`.
     #[serde(default)]
     pub resources: BTreeMap<String, ResourceRecord>,
-    /// Boot and resume times learned from this fleet's own VMs.
-    #[serde(default, skip_serializing_if = "Timings::is_empty")]
-    pub timings: Timings,
-}
-
-/// Boot and resume times observed on this fleet's VMs, as moving averages. A sample is the
-/// time from create (or start) until the VM was first *observed* running, so it is an upper
-/// bound that includes up to one reconcile interval; boots and resumes are measured alike.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct Timings {
-    /// Create to running.
-    #[serde(default)]
-    pub boot: Learned,
-    /// Start to running.
-    #[serde(default)]
-    pub resume: Learned,
-}
-
-impl Timings {
-    /// Whether nothing was learned yet.
-    pub fn is_empty(&self) -> bool {
-        self.boot.samples == 0 && self.resume.samples == 0
-    }
-}
-
-/// An exponentially weighted moving average of observed durations.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
-pub struct Learned {
-    /// The average, in seconds.
-    pub seconds: f64,
-    /// Samples taken.
-    pub samples: u32,
-}
-
-impl Learned {
-    /// Weight of a new sample: recent boots count most, one slow boot does not dominate.
-    const WEIGHT: f64 = 0.25;
-    /// Samples needed before the average replaces the stack's setting.
-    pub const TRUSTED_AFTER: u32 = 3;
-
-    /// Adds one observed duration.
-    pub fn observe(&mut self, seconds: f64) {
-        if !seconds.is_finite() || seconds < 0.0 {
-            return;
-        }
-        self.seconds = if self.samples == 0 {
-            seconds
-        } else {
-            self.seconds + Self::WEIGHT * (seconds - self.seconds)
-        };
-        self.samples = self.samples.saturating_add(1);
-    }
-
-    /// The average, once enough samples were taken.
-    pub fn trusted(&self) -> Option<std::time::Duration> {
-        (self.samples >= Self::TRUSTED_AFTER)
-            .then(|| std::time::Duration::from_secs_f64(self.seconds))
-    }
 }
 
 impl State {
@@ -109,7 +51,6 @@ impl State {
             next_index: 1,
             instances: BTreeMap::new(),
             resources: BTreeMap::new(),
-            timings: Timings::default(),
         }
     }
 
