@@ -1,7 +1,8 @@
 //! The daemon end to end: gitlab-sim replays the busiest 20 minutes of the demo trace at 120x
 //! and sends its job webhooks to `fleet-cli serve`, which runs the fleet on the sandbox
-//! (booted VMs verify their own runner tokens and take jobs). Checks that every job ran,
-//! the queue waits, and the fleet size once the replay is over.
+//! (booted VMs verify their own runner tokens and take jobs) and on EC2 (the moto emulator,
+//! where nothing boots, so the simulator brings each runner online when it is created).
+//! Checks that every job ran, the queue waits, and the fleet size once the replay is over.
 
 use std::io::{BufRead, BufReader};
 use std::path::Path;
@@ -34,24 +35,63 @@ fn busiest(mut jobs: Vec<TraceJob>, minutes: i64) -> Vec<TraceJob> {
     jobs[best..best + len].to_vec()
 }
 
-/// Live sandbox instances by lifecycle-ish state: (running, stopped).
-fn fleet(cloud: &Path) -> (usize, usize) {
-    let Ok(bytes) = std::fs::read(cloud) else {
+/// VMs recorded in the daemon's state: (not stopped, stopped or stopping).
+fn fleet(state: &Path) -> (usize, usize) {
+    let Ok(bytes) = std::fs::read(state) else {
         return (0, 0);
     };
-    let world: Value = serde_json::from_slice(&bytes).unwrap();
-    let live: Vec<&Value> = world["instances"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|i| i["terminated_at"].is_null())
-        .collect();
-    let stopped = live.iter().filter(|i| !i["stopped_at"].is_null()).count();
-    (live.len() - stopped, stopped)
+    let Ok(v) = serde_json::from_slice::<Value>(&bytes) else {
+        return (0, 0);
+    };
+    let mut out = (0, 0);
+    for r in v["instances"]
+        .as_object()
+        .into_iter()
+        .flat_map(|o| o.values())
+    {
+        match r["lifecycle"].as_str() {
+            Some("stopped" | "stopping") => out.1 += 1,
+            _ => out.0 += 1,
+        }
+    }
+    out
+}
+
+/// Where the fleet runs in one replay.
+struct Cloud {
+    /// The stack's `provider:` line.
+    provider: String,
+    /// Instance image and type.
+    instance: &'static str,
+    /// Simulated seconds until a new runner is online by itself (`None`: a VM must verify it).
+    runner_online_after: Option<f64>,
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn serve_runs_a_replayed_trace_through_webhooks_to_the_end() {
+    replay(Cloud {
+        provider: "{ kind: sandbox, boot_time: 750ms, resume_time: 250ms, runner_agent: true }"
+            .into(),
+        instance: "{ image: debian-12, types: [small] }",
+        runner_online_after: None,
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_on_ec2_runs_a_replayed_trace_through_webhooks_to_the_end() {
+    let endpoint = std::env::var("AWS_ENDPOINT_URL").unwrap_or_else(|_| {
+        panic!("AWS_ENDPOINT_URL is not set: this test needs the moto server; run it with `make test` (scripts/with-moto starts it)")
+    });
+    replay(Cloud {
+        provider: format!("{{ kind: aws, region: us-east-1, endpoint_url: '{endpoint}' }}"),
+        instance: "{ image: ami-1e749f67, types: [t3.medium] }",
+        runner_online_after: Some(0.0),
+    })
+    .await;
+}
+
+async fn replay(cloud_kind: Cloud) {
     let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
     let jobs = busiest(
         trace::load(&repo.join("stacks/traces/demo.csv")).unwrap(),
@@ -69,7 +109,7 @@ async fn serve_runs_a_replayed_trace_through_webhooks_to_the_end() {
         SimConfig {
             tokens: vec![TOKEN.into()],
             speed: SPEED,
-            runner_online_after: None,
+            runner_online_after: cloud_kind.runner_online_after,
             webhook: Some(WebhookTarget {
                 url: format!("http://127.0.0.1:{port}/webhooks/gitlab"),
                 secret: SECRET.into(),
@@ -86,10 +126,11 @@ async fn serve_runs_a_replayed_trace_through_webhooks_to_the_end() {
 
     // Every duration divided by SPEED (a 90 s boot takes 0.75 s).
     let dir = tempfile::tempdir().unwrap();
+    let name = format!("st-{}-{}", std::process::id(), port);
     let stack = format!(
-        "name: st
-provider: {{ kind: sandbox, boot_time: 750ms, resume_time: 250ms, runner_agent: true }}
-instance: {{ image: debian-12, types: [small] }}
+        "name: {name}
+provider: {provider}
+instance: {instance}
 runner:
   gitlab_url: {url}
   token_env: ST_TOKEN
@@ -114,6 +155,8 @@ templates:
   runner_config: {repo}/instance/config.toml.j2
 ",
         url = sim.url(),
+        provider = cloud_kind.provider,
+        instance = cloud_kind.instance,
         repo = repo.canonicalize().unwrap().display()
     );
     std::fs::write(dir.path().join("st.yaml"), stack).unwrap();
@@ -136,7 +179,7 @@ templates:
     assert!(line.contains("listening on"), "{line}");
 
     sim.replay(jobs, &[]);
-    let cloud = dir.path().join("sandbox-cloud.json");
+    let cloud = dir.path().join("state.json");
     let started = Instant::now();
     let mut peak = 0;
     loop {
