@@ -55,6 +55,11 @@ impl Ctx {
         })
     }
 
+    /// The CI system (for its API call counts).
+    pub fn ci(&self) -> &dyn Ci {
+        self.ci.as_ref()
+    }
+
     pub fn fleet(&self) -> Fleet<'_> {
         Fleet {
             stack: &self.loaded,

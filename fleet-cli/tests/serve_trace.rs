@@ -250,6 +250,35 @@ templates:
         started.elapsed().as_secs_f64()
     );
 
+    // The daemon's metrics show GitLab's side: the API requests made and the job counts.
+    let metrics = reqwest::get(format!("http://127.0.0.1:{port}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let value = |series: &str| -> f64 {
+        metrics
+            .lines()
+            .find(|l| l.starts_with(series))
+            .and_then(|l| l.rsplit_once(' '))
+            .and_then(|(_, v)| v.parse().ok())
+            .unwrap_or_else(|| panic!("no {series} in /metrics:\n{metrics}"))
+    };
+    assert!(value("fleet_gitlab_api_calls_total{operation=\"GET\"}") > 0.0);
+    // Every POST the daemon sent registered a runner.
+    assert_eq!(
+        value("fleet_gitlab_api_calls_total{operation=\"POST\"}"),
+        sim.counters().runners_created as f64
+    );
+    assert_eq!(value("fleet_demand_known"), 1.0);
+    assert_eq!(value("fleet_jobs{state=\"pending\"}"), 0.0);
+    assert_eq!(
+        value("fleet_oldest_pending_job_wait_seconds"),
+        0.0,
+        "no job waits"
+    );
+
     // SAFETY: kill has no memory preconditions; the pid is our own child.
     unsafe {
         libc::kill(child.id() as i32, libc::SIGTERM);

@@ -112,6 +112,18 @@ pub trait Ci: Send + Sync {
     async fn delete_runner(&self, runner: u64) -> Result<(), CiError> {
         Err(unsupported(&format!("delete runner {runner}")))
     }
+
+    /// API requests made so far, by kind (`GET`, `POST`, ..., and `error` for requests that
+    /// failed or were answered with an error status), for metrics.
+    fn api_calls(&self) -> std::collections::BTreeMap<String, u64> {
+        std::collections::BTreeMap::new()
+    }
+
+    /// When the longest-waiting job this fleet can run was queued, at the last demand count
+    /// (`None`: no job waits, or not known), for the wait estimate in metrics.
+    fn oldest_pending(&self) -> Option<DateTime<Utc>> {
+        None
+    }
 }
 
 fn unsupported(what: &str) -> CiError {

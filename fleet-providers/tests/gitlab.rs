@@ -619,3 +619,26 @@ async fn a_group_runner_needs_a_group_in_the_stack() {
         .unwrap_err();
     assert!(e.message.contains("runner.groups"), "{e}");
 }
+
+#[tokio::test]
+async fn demand_remembers_when_the_oldest_waiting_job_was_queued_and_counts_requests() {
+    let s = sim(SimConfig::default()).await;
+    s.add_project("team/a");
+    let first = s.enqueue(job("team/a", &[])).unwrap();
+    s.enqueue(job("team/a", &[])).unwrap();
+    let ci = GitLabCi::new(
+        client(&s, RetryPolicy::default()),
+        scope(&["team/a"], &[], &[], true),
+    );
+    assert_eq!(fleet_core::ci::Ci::oldest_pending(&ci), None);
+    fleet_core::ci::Ci::demand(&ci).await.unwrap();
+    let oldest = fleet_core::ci::Ci::oldest_pending(&ci).expect("a job waits");
+    assert!(
+        (oldest - first.created_at).num_milliseconds().abs() < 1000,
+        "{oldest} vs {}",
+        first.created_at
+    );
+    let calls = fleet_core::ci::Ci::api_calls(&ci);
+    assert!(calls.get("GET").copied().unwrap_or(0) >= 2, "{calls:?}");
+    assert_eq!(calls.get("error"), None, "{calls:?}");
+}

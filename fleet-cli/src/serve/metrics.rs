@@ -143,6 +143,7 @@ pub struct Metrics {
     desired: Gauge,
     jobs: Family<JobStateLabel, Gauge>,
     demand_known: Gauge,
+    oldest_wait: Gauge<f64, AtomicU64>,
     state_serial: Gauge,
     vm_hours: Gauge<f64, AtomicU64>,
     reconciles: Family<ResultLabel, Counter>,
@@ -153,6 +154,8 @@ pub struct Metrics {
     changes: Family<ActionLabel, Counter>,
     changes_failed: Family<ActionLabel, Counter>,
     cloud_calls: Family<OperationLabel, Counter>,
+    gitlab_calls: Family<OperationLabel, Counter>,
+    seen_gitlab_calls: Mutex<BTreeMap<String, u64>>,
     cloud_errors: Counter,
     webhooks: Family<ResultLabel, Counter>,
     job_events: Family<StatusLabel, Counter>,
@@ -171,6 +174,7 @@ impl Metrics {
             desired: Gauge::default(),
             jobs: Family::default(),
             demand_known: Gauge::default(),
+            oldest_wait: Gauge::default(),
             state_serial: Gauge::default(),
             vm_hours: Gauge::default(),
             reconciles: Family::default(),
@@ -181,6 +185,8 @@ impl Metrics {
             changes: Family::default(),
             changes_failed: Family::default(),
             cloud_calls: Family::default(),
+            gitlab_calls: Family::default(),
+            seen_gitlab_calls: Mutex::new(BTreeMap::new()),
             cloud_errors: Counter::default(),
             webhooks: Family::default(),
             job_events: Family::default(),
@@ -204,6 +210,11 @@ impl Metrics {
             "fleet_jobs",
             "Jobs this fleet can run, pending or running, as GitLab reported them at the last reconcile",
             m.jobs.clone(),
+        );
+        r.register(
+            "fleet_oldest_pending_job_wait_seconds",
+            "How long the longest-waiting job this fleet can run had waited at the last reconcile (0: none waits)",
+            m.oldest_wait.clone(),
         );
         r.register(
             "fleet_demand_known",
@@ -259,6 +270,11 @@ impl Metrics {
             "fleet_cloud_api_calls",
             "Cloud API calls made, by operation (AWS; the sandbox cloud makes no API calls)",
             m.cloud_calls.clone(),
+        );
+        r.register(
+            "fleet_gitlab_api_calls",
+            "GitLab API requests, by method; `error` counts requests that failed or got an error status",
+            m.gitlab_calls.clone(),
         );
         r.register(
             "fleet_cloud_errors",
@@ -423,6 +439,30 @@ impl Metrics {
         for (op, &total) in totals {
             let before = seen.insert(op.clone(), total).unwrap_or(0);
             self.cloud_calls
+                .get_or_create(&OperationLabel {
+                    operation: op.clone(),
+                })
+                .inc_by(total.saturating_sub(before));
+        }
+    }
+
+    /// The longest current wait, from when the oldest waiting job was queued.
+    pub fn record_oldest_pending(&self, queued: Option<DateTime<Utc>>, now: DateTime<Utc>) {
+        let secs = queued.map_or(0.0, |t| {
+            ((now - t).num_milliseconds() as f64 / 1000.0).max(0.0)
+        });
+        self.oldest_wait.set(secs);
+    }
+
+    /// Adds the GitLab requests made since the last call (`totals` are running totals).
+    pub fn record_gitlab_calls(&self, totals: &BTreeMap<String, u64>) {
+        let mut seen = self
+            .seen_gitlab_calls
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        for (op, &total) in totals {
+            let before = seen.insert(op.clone(), total).unwrap_or(0);
+            self.gitlab_calls
                 .get_or_create(&OperationLabel {
                     operation: op.clone(),
                 })

@@ -139,6 +139,8 @@ async fn reconcile_once(ctx: &Ctx, g: &Global, metrics: &Metrics, why: &'static 
     let result = commands::reconcile(ctx, g, "fleet-cli serve", &log_plan, &LogProgress).await;
     let took = started.elapsed();
     metrics.record_cloud_calls(&ctx.calls.snapshot());
+    metrics.record_gitlab_calls(&ctx.ci().api_calls());
+    metrics.record_oldest_pending(ctx.ci().oldest_pending(), chrono::Utc::now());
     match result {
         Ok(outcome) => {
             metrics.record_outcome(&outcome, took, Utc::now());

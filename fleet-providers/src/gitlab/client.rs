@@ -49,6 +49,8 @@ pub struct GitLabClient {
     retry: RetryPolicy,
     /// The rate-limit window the last answer announced.
     window: RateWindow,
+    /// Requests sent, by method, and failed ones under `error`.
+    calls: std::sync::Mutex<std::collections::BTreeMap<String, u64>>,
 }
 
 impl std::fmt::Debug for GitLabClient {
@@ -107,7 +109,23 @@ impl GitLabClient {
             token,
             retry,
             window: RateWindow::default(),
+            calls: std::sync::Mutex::new(std::collections::BTreeMap::new()),
         })
+    }
+
+    /// Requests sent so far, by method, and the ones that failed or got an error status
+    /// under `error`.
+    pub fn calls(&self) -> std::collections::BTreeMap<String, u64> {
+        self.calls.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    fn count(&self, kind: &str) {
+        *self
+            .calls
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(kind.to_string())
+            .or_default() += 1;
     }
 
     /// `/api/v4` of this GitLab.
@@ -134,11 +152,18 @@ impl GitLabClient {
             if let Some(b) = body {
                 req = req.json(b);
             }
-            let resp = req.send().await.map_err(|source| GitLabError::Request {
-                method: method.to_string(),
-                url: url.clone(),
-                source,
+            self.count(method.as_str());
+            let resp = req.send().await.map_err(|source| {
+                self.count("error");
+                GitLabError::Request {
+                    method: method.to_string(),
+                    url: url.clone(),
+                    source,
+                }
             })?;
+            if resp.status().is_client_error() || resp.status().is_server_error() {
+                self.count("error");
+            }
             self.window.note(resp.headers());
             if resp.status() != StatusCode::TOO_MANY_REQUESTS {
                 return Ok(resp);

@@ -82,6 +82,8 @@ pub struct GitLabCi {
     /// Running jobs per runner id, from the last demand listing: runner facts come from the
     /// same snapshot as demand, so a job is never counted both as waiting and as running.
     last_running: std::sync::Mutex<Option<(Instant, BTreeMap<u64, u32>)>>,
+    /// When the oldest job counted as pending was queued, at the last count.
+    oldest_pending: std::sync::Mutex<Option<chrono::DateTime<chrono::Utc>>>,
 }
 
 impl GitLabCi {
@@ -94,6 +96,7 @@ impl GitLabCi {
             cache: tokio::sync::Mutex::new(None),
             registration: None,
             last_running: std::sync::Mutex::new(None),
+            oldest_pending: std::sync::Mutex::new(None),
         }
     }
 
@@ -262,6 +265,7 @@ impl GitLabCi {
     pub async fn count(&self) -> Result<Counts, GitLabError> {
         let mut c = Counts::default();
         let mut by_runner: BTreeMap<u64, u32> = BTreeMap::new();
+        let mut oldest: Option<chrono::DateTime<chrono::Utc>> = None;
         for id in self.project_ids().await? {
             for job in self.client.active_jobs(id).await? {
                 if job.status == "running" {
@@ -274,7 +278,12 @@ impl GitLabCi {
                     continue;
                 }
                 match job.status.as_str() {
-                    "pending" => c.pending += 1,
+                    "pending" => {
+                        c.pending += 1;
+                        if let Some(t) = job.created_at {
+                            oldest = Some(oldest.map_or(t, |o| o.min(t)));
+                        }
+                    }
                     "running" => c.running += 1,
                     _ => {}
                 }
@@ -282,6 +291,10 @@ impl GitLabCi {
         }
         *self.last_running.lock().unwrap_or_else(|e| e.into_inner()) =
             Some((Instant::now(), by_runner));
+        *self
+            .oldest_pending
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = oldest;
         Ok(c)
     }
 }
@@ -341,6 +354,17 @@ impl Ci for GitLabCi {
             .await
             .map(|_| ())
             .map_err(|e| ci_error(&e))
+    }
+
+    fn api_calls(&self) -> BTreeMap<String, u64> {
+        self.client.calls()
+    }
+
+    fn oldest_pending(&self) -> Option<chrono::DateTime<chrono::Utc>> {
+        *self
+            .oldest_pending
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
     }
 }
 
