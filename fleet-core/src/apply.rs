@@ -799,6 +799,28 @@ impl Executor<'_> {
         }
     }
 
+    /// The plan's instance changes of `action`; `None` when there are none, or in a dry run
+    /// (where each counts as done).
+    fn instance_steps<'p>(
+        &self,
+        plan: &'p Plan,
+        action: Action,
+        report: &mut ApplyReport,
+    ) -> Option<Vec<&'p Change>> {
+        let todo: Vec<&Change> = plan
+            .changes
+            .iter()
+            .filter(|c| c.is_instance() && c.action == action)
+            .collect();
+        if self.options.dry_run {
+            for c in &todo {
+                self.done(c, report);
+            }
+            return None;
+        }
+        (!todo.is_empty()).then_some(todo)
+    }
+
     /// Starts stopped instances, and returns draining ones to service; then resumes their
     /// runners.
     async fn ensure_instances_started(
@@ -807,20 +829,9 @@ impl Executor<'_> {
         state: &mut State,
         report: &mut ApplyReport,
     ) -> Result<(), ApplyError> {
-        let todo: Vec<&Change> = plan
-            .changes
-            .iter()
-            .filter(|c| c.is_instance() && c.action == Action::Start)
-            .collect();
-        if todo.is_empty() {
+        let Some(todo) = self.instance_steps(plan, Action::Start, report) else {
             return Ok(());
-        }
-        if self.options.dry_run {
-            for c in &todo {
-                self.done(c, report);
-            }
-            return Ok(());
-        }
+        };
         let stopped = |c: &Change| {
             state
                 .instances
@@ -867,20 +878,9 @@ impl Executor<'_> {
         state: &mut State,
         report: &mut ApplyReport,
     ) -> Result<(), ApplyError> {
-        let todo: Vec<&Change> = plan
-            .changes
-            .iter()
-            .filter(|c| c.is_instance() && c.action == Action::Stop)
-            .collect();
-        if todo.is_empty() {
+        let Some(todo) = self.instance_steps(plan, Action::Stop, report) else {
             return Ok(());
-        }
-        if self.options.dry_run {
-            for c in &todo {
-                self.done(c, report);
-            }
-            return Ok(());
-        }
+        };
         let mut idle: Vec<&Change> = Vec::new();
         for c in &todo {
             let runner = state
