@@ -470,11 +470,13 @@ fn plan_runners(input: &PlanInput<'_>, changes: &mut Vec<Change>) {
         .filter(|c| c.is_instance() && c.action == Action::Forget)
         .map(|c| c.name.as_str())
         .collect();
-    let mut kept = input.state.clone();
-    kept.instances
-        .retain(|name, _| !forgotten.contains(name.as_str()));
+    let kept = input
+        .state
+        .instances
+        .values()
+        .filter(|r| !forgotten.contains(r.name.as_str()));
     let mut orphans = Vec::new();
-    for r in runners::orphans(&kept, runners) {
+    for r in runners::orphans(kept, runners) {
         let mut c = Change::new(
             Action::Delete,
             RUNNER,

@@ -68,11 +68,13 @@ fn apply_facts(rec: &mut InstanceRecord, r: &ObservedRunner, now: DateTime<Utc>)
     *j != before
 }
 
-/// Runners of this stack that no record names: their VM is gone (or was never made).
-pub fn orphans<'a>(state: &State, runners: &'a [ObservedRunner]) -> Vec<&'a ObservedRunner> {
-    let recorded: BTreeSet<u64> = state
-        .instances
-        .values()
+/// Runners of this stack that none of `records` names: their VM is gone (or was never made).
+pub fn orphans<'a, 'r>(
+    records: impl IntoIterator<Item = &'r InstanceRecord>,
+    runners: &'a [ObservedRunner],
+) -> Vec<&'a ObservedRunner> {
+    let recorded: BTreeSet<u64> = records
+        .into_iter()
         .filter_map(|r| r.jobs.runner_id)
         .collect();
     runners
@@ -225,7 +227,10 @@ mod tests {
         let mut s = State::new("s", "l");
         s.instances.insert("a".into(), rec("a", Some(7)));
         let rs = [runner(7, true, 0), runner(8, false, 0)];
-        let o: Vec<u64> = orphans(&s, &rs).iter().map(|r| r.id).collect();
+        let o: Vec<u64> = orphans(s.instances.values(), &rs)
+            .iter()
+            .map(|r| r.id)
+            .collect();
         assert_eq!(o, vec![8]);
     }
 
