@@ -53,7 +53,7 @@ pub async fn run(g: &Global, a: &DemoArgs) -> Result<u8> {
         bail!("--speed must be at least 1 and --hours above 0");
     }
     let jobs = trace::load(&a.trace)?;
-    let window = busiest_window(&jobs, a.hours);
+    let window = trace::busiest_window(&jobs, chrono::Duration::seconds((a.hours * 3600.0) as i64));
     if window.is_empty() {
         bail!("{} has no jobs", a.trace.display());
     }
@@ -217,24 +217,6 @@ pub async fn run(g: &Global, a: &DemoArgs) -> Result<u8> {
     );
     destroyed.context("could not destroy the demo fleet")?;
     Ok(0)
-}
-
-/// The jobs of the densest `hours`-long window, in order.
-fn busiest_window(jobs: &[TraceJob], hours: f64) -> Vec<TraceJob> {
-    let mut sorted = jobs.to_vec();
-    sorted.sort_by_key(|j| j.queued_at);
-    let span = chrono::Duration::seconds((hours * 3600.0) as i64);
-    let (mut best, mut best_len, mut end) = (0, 0, 0);
-    for start in 0..sorted.len() {
-        end = end.max(start);
-        while end < sorted.len() && sorted[end].queued_at - sorted[start].queued_at < span {
-            end += 1;
-        }
-        if end - start > best_len {
-            (best, best_len) = (start, end - start);
-        }
-    }
-    sorted[best..best + best_len].to_vec()
 }
 
 fn span_hours(jobs: &[TraceJob]) -> f64 {

@@ -9,7 +9,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use gitlab_sim::trace::{self, TraceJob};
+use gitlab_sim::trace;
 use gitlab_sim::{JobStatus, Sim, SimConfig, WebhookTarget};
 use serde_json::Value;
 
@@ -17,23 +17,6 @@ const BIN: &str = env!("CARGO_BIN_EXE_fleet-cli");
 const TOKEN: &str = "serve-trace-token";
 const SECRET: &str = "serve-trace-hook";
 const SPEED: f64 = 120.0;
-
-/// The jobs of the densest window of `minutes`.
-fn busiest(mut jobs: Vec<TraceJob>, minutes: i64) -> Vec<TraceJob> {
-    jobs.sort_by_key(|j| j.queued_at);
-    let span = chrono::Duration::minutes(minutes);
-    let (mut best, mut len, mut end) = (0, 0, 0);
-    for start in 0..jobs.len() {
-        end = end.max(start);
-        while end < jobs.len() && jobs[end].queued_at - jobs[start].queued_at < span {
-            end += 1;
-        }
-        if end - start > len {
-            (best, len) = (start, end - start);
-        }
-    }
-    jobs[best..best + len].to_vec()
-}
 
 /// VMs recorded in the daemon's state: (not stopped, stopped or stopping).
 fn fleet(state: &Path) -> (usize, usize) {
@@ -93,9 +76,9 @@ async fn serve_on_ec2_runs_a_replayed_trace_through_webhooks_to_the_end() {
 
 async fn replay(cloud_kind: Cloud) {
     let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-    let jobs = busiest(
-        trace::load(&repo.join("stacks/traces/demo.csv")).unwrap(),
-        20,
+    let jobs = trace::busiest_window(
+        &trace::load(&repo.join("stacks/traces/demo.csv")).unwrap(),
+        chrono::Duration::minutes(20),
     );
     let total = jobs.len();
     assert!(total >= 10, "the window has {total} jobs");

@@ -48,6 +48,24 @@ pub fn load(path: &Path) -> Result<Vec<TraceJob>, TraceError> {
     parse(&text, &path.display().to_string())
 }
 
+/// The jobs of the densest window of length `span` (most jobs queued within it), sorted by
+/// queue time: a short replay that still has the trace's busiest burst.
+pub fn busiest_window(jobs: &[TraceJob], span: chrono::Duration) -> Vec<TraceJob> {
+    let mut sorted = jobs.to_vec();
+    sorted.sort_by_key(|j| j.queued_at);
+    let (mut best, mut best_len, mut end) = (0, 0, 0);
+    for start in 0..sorted.len() {
+        end = end.max(start);
+        while end < sorted.len() && sorted[end].queued_at - sorted[start].queued_at < span {
+            end += 1;
+        }
+        if end - start > best_len {
+            (best, best_len) = (start, end - start);
+        }
+    }
+    sorted[best..best + best_len].to_vec()
+}
+
 /// Parses trace text (`origin` names it in errors). The header row is skipped.
 pub fn parse(text: &str, origin: &str) -> Result<Vec<TraceJob>, TraceError> {
     let mut out = Vec::new();
@@ -109,6 +127,23 @@ pub(crate) fn schedule(
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn the_busiest_window_holds_the_most_jobs_queued_within_its_span() {
+        let at = |m: i64| TraceJob {
+            queued_at: chrono::DateTime::UNIX_EPOCH + chrono::Duration::minutes(m),
+            duration_s: 60,
+            project: "a/b".into(),
+            pipeline: 1,
+        };
+        let jobs = vec![at(50), at(0), at(52), at(51), at(120), at(53)];
+        let w = super::busiest_window(&jobs, chrono::Duration::minutes(5));
+        let minutes: Vec<i64> = w
+            .iter()
+            .map(|j| (j.queued_at - chrono::DateTime::UNIX_EPOCH).num_minutes())
+            .collect();
+        assert_eq!(minutes, vec![50, 51, 52, 53]);
+    }
+
     use super::*;
 
     #[test]
