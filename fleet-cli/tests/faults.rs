@@ -4,12 +4,14 @@
 //! sides still converge; an unreachable GitLab never scales in; and no secret shows up in
 //! output, logs, state or rendered files. Each test prints its figure.
 
+mod common;
+
 use std::collections::BTreeSet;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use gitlab_sim::{Faults, Sim, SimConfig};
+use gitlab_sim::{Faults, Sim};
 use serde_json::Value;
 
 const BIN: &str = env!("CARGO_BIN_EXE_fleet-cli");
@@ -23,22 +25,8 @@ struct Rig {
 
 impl Rig {
     async fn new(extra_policy: &str) -> Rig {
-        let sim = Sim::start(
-            SimConfig {
-                tokens: vec![TOKEN.into()],
-                runner_online_after: None,
-                ..SimConfig::default()
-            },
-            "127.0.0.1:0".parse().unwrap(),
-        )
-        .await
-        .unwrap();
-        sim.add_project("team/app");
+        let sim = common::agent_sim(TOKEN).await;
         let dir = tempfile::tempdir().unwrap();
-        let repo = Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("..")
-            .canonicalize()
-            .unwrap();
         let stack = format!(
             "name: flt
 provider:
@@ -65,13 +53,9 @@ policy:
 state:
   backend: local
   path: state.json
-templates:
-  user_data: {repo}/instance/cloudinit.yml.j2
-  playbook: {repo}/instance/playbook.yml
-  runner_config: {repo}/instance/config.toml.j2
-",
+{templates}",
             url = sim.url(),
-            repo = repo.display(),
+            templates = common::templates_section(),
         );
         std::fs::write(dir.path().join("flt.yaml"), stack).unwrap();
         Rig { dir, sim }

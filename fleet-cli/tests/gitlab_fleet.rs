@@ -3,11 +3,13 @@
 //! run, and scale-in that drains and deletes the VM before its runner. Also the stopped pool:
 //! `up` stops and starts VMs as the demand policy says, and the plan says why.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use gitlab_sim::{JobStatus, NewJob, Sim, SimConfig};
+use gitlab_sim::{JobStatus, NewJob, Sim};
 use serde_json::Value;
 
 const BIN: &str = env!("CARGO_BIN_EXE_fleet-cli");
@@ -22,20 +24,8 @@ impl Rig {
     /// A simulator whose runners come online only when a VM verifies their token, and a
     /// stack on the sandbox whose VMs do that once booted.
     async fn new(policy: &str) -> Rig {
-        let sim = Sim::start(
-            SimConfig {
-                tokens: vec![TOKEN.into()],
-                runner_online_after: None,
-                ..SimConfig::default()
-            },
-            "127.0.0.1:0".parse().unwrap(),
-        )
-        .await
-        .unwrap();
-        sim.add_project("team/app");
+        let sim = common::agent_sim(TOKEN).await;
         let dir = tempfile::tempdir().unwrap();
-        let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-        let repo = repo.canonicalize().unwrap();
         let stack = format!(
             "name: gl
 provider:
@@ -58,13 +48,9 @@ policy:
 state:
   backend: local
   path: state.json
-templates:
-  user_data: {repo}/instance/cloudinit.yml.j2
-  playbook: {repo}/instance/playbook.yml
-  runner_config: {repo}/instance/config.toml.j2
-",
+{templates}",
             url = sim.url(),
-            repo = repo.display(),
+            templates = common::templates_section(),
         );
         std::fs::write(dir.path().join("gl.yaml"), stack).unwrap();
         Rig { dir, sim }

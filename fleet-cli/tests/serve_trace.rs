@@ -4,6 +4,8 @@
 //! where nothing boots, so the simulator brings each runner online when it is created).
 //! Checks that every job ran, the queue waits, and the fleet size once the replay is over.
 
+mod common;
+
 use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -132,15 +134,11 @@ policy:
   billing: {{ per: second, minimum: 500ms }}
 state: {{ backend: local, path: state.json }}
 daemon: {{ listen: '127.0.0.1:{port}', interval: 1s }}
-templates:
-  user_data: {repo}/instance/cloudinit.yml.j2
-  playbook: {repo}/instance/playbook.yml
-  runner_config: {repo}/instance/config.toml.j2
-",
+{templates}",
         url = sim.url(),
         provider = cloud_kind.provider,
         instance = cloud_kind.instance,
-        repo = repo.canonicalize().unwrap().display()
+        templates = common::templates_section(),
     );
     std::fs::write(dir.path().join("st.yaml"), stack).unwrap();
     let mut child = Command::new(BIN)

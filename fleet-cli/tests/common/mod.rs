@@ -29,3 +29,33 @@ pub fn alive_in(cloud: &Path) -> Vec<String> {
     names.sort();
     names
 }
+
+/// The `templates:` section of a test stack, pointing at the project's instance/ templates
+/// (so each VM's user data carries its runner token).
+pub fn templates_section() -> String {
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("..")
+        .canonicalize()
+        .unwrap();
+    let r = repo.display();
+    format!(
+        "templates:\n  user_data: {r}/instance/cloudinit.yml.j2\n  playbook: {r}/instance/playbook.yml\n  runner_config: {r}/instance/config.toml.j2\n"
+    )
+}
+
+/// A GitLab simulator on 127.0.0.1 that accepts `token` and has the project `team/app`. A
+/// runner comes online only when a VM verifies its token (sandbox `runner_agent`).
+pub async fn agent_sim(token: &str) -> gitlab_sim::Sim {
+    let sim = gitlab_sim::Sim::start(
+        gitlab_sim::SimConfig {
+            tokens: vec![token.into()],
+            runner_online_after: None,
+            ..gitlab_sim::SimConfig::default()
+        },
+        "127.0.0.1:0".parse().unwrap(),
+    )
+    .await
+    .unwrap();
+    sim.add_project("team/app");
+    sim
+}
