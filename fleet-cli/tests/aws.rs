@@ -79,8 +79,8 @@ async fn sdk() -> aws_config::SdkConfig {
     fleet_providers::aws::sdk_config(Some("us-east-1"), Some(&moto()), 3).await
 }
 
-/// Live (not terminated) instances tagged with `stack`, read from moto directly.
-async fn live_instances(stack: &str) -> Vec<String> {
+/// Live (pending or running) instances tagged with `stack`, read from moto directly.
+async fn live(stack: &str) -> Vec<aws_sdk_ec2::types::Instance> {
     let ec2 = aws_sdk_ec2::Client::new(&sdk().await);
     let out = ec2
         .describe_instances()
@@ -100,10 +100,18 @@ async fn live_instances(stack: &str) -> Vec<String> {
         .send()
         .await
         .unwrap();
-    let mut ids: Vec<String> = out
-        .reservations()
+    out.reservations()
         .iter()
         .flat_map(|r| r.instances())
+        .cloned()
+        .collect()
+}
+
+/// Ids of the live instances of `stack`, sorted.
+async fn live_instances(stack: &str) -> Vec<String> {
+    let mut ids: Vec<String> = live(stack)
+        .await
+        .iter()
         .filter_map(|i| i.instance_id().map(str::to_string))
         .collect();
     ids.sort();
@@ -574,29 +582,9 @@ async fn up_on_ec2_parks_a_pool_vm_and_starts_it_for_a_job() {
 /// `fleet:name` tags of the live instances of `stack` in moto, sorted (duplicates kept;
 /// an instance a crash left unnamed shows as "").
 async fn live_names(stack: &str) -> Vec<String> {
-    let ec2 = aws_sdk_ec2::Client::new(&sdk().await);
-    let out = ec2
-        .describe_instances()
-        .filters(
-            aws_sdk_ec2::types::Filter::builder()
-                .name("tag:fleet:stack")
-                .values(stack)
-                .build(),
-        )
-        .filters(
-            aws_sdk_ec2::types::Filter::builder()
-                .name("instance-state-name")
-                .values("pending")
-                .values("running")
-                .build(),
-        )
-        .send()
+    let mut names: Vec<String> = live(stack)
         .await
-        .unwrap();
-    let mut names: Vec<String> = out
-        .reservations()
         .iter()
-        .flat_map(|r| r.instances())
         .map(|i| {
             i.tags()
                 .iter()
