@@ -195,6 +195,27 @@ async fn queued_jobs_get_vms_with_their_own_runners_and_idle_vms_go_runner_last(
     // reached its user data) and its runner takes a job.
     rig.up();
     assert_eq!(rig.online_runners(), 2);
+    // Each boot ended when its runner first contacted GitLab, as GitLab dates it (the
+    // manager created at the first contact), not when `up` happened to look; both boots
+    // were measured from it.
+    let client =
+        fleet_providers::gitlab::client_for(&rig.sim.url(), fleet_core::secret::Secret::new(TOKEN))
+            .unwrap();
+    let state = rig.state();
+    for name in ["gl-0001", "gl-0002"] {
+        let jobs = &state["instances"][name]["jobs"];
+        let id = jobs["runner_id"].as_u64().unwrap();
+        let first = client.managers(id).await.unwrap()[0].created_at.unwrap();
+        let online: chrono::DateTime<chrono::Utc> =
+            serde_json::from_value(jobs["runner_online_at"].clone()).unwrap();
+        assert_eq!(online, first, "{name}");
+        assert!(state["instances"][name].get("warming").is_none(), "{state}");
+    }
+    assert_eq!(
+        state["timings"]["boots"].as_array().map(Vec::len),
+        Some(2),
+        "{state}"
+    );
     wait_until("both jobs to finish", Duration::from_secs(20), || {
         rig.jobs(JobStatus::Success) == 2
     });
@@ -229,9 +250,6 @@ async fn queued_jobs_get_vms_with_their_own_runners_and_idle_vms_go_runner_last(
     assert_eq!(rig.sim.counters().jobs_killed_by_runner_delete, 0);
 
     // A runner of this stack that no record names (left by a crash) is deleted.
-    let client =
-        fleet_providers::gitlab::client_for(&rig.sim.url(), fleet_core::secret::Secret::new(TOKEN))
-            .unwrap();
     client
         .create_runner(&fleet_providers::gitlab::client::RunnerSpec {
             runner_type: fleet_core::stack::RunnerType::InstanceType,

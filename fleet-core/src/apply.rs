@@ -15,6 +15,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use chrono::{DateTime, Utc};
 use futures_util::stream::{self, StreamExt};
 
+use crate::autoscale::Phase;
 use crate::ci::{Ci, CiError, NewRunner};
 use crate::cloud::{
     Cloud, CloudError, CreateInstance, CreateOutcome, DeleteOutcome, ObservedInstance,
@@ -29,7 +30,7 @@ use crate::secret::Secret;
 use crate::spec::InstanceSpec;
 use crate::state::{
     InstanceRecord, JobFacts, Lifecycle, PendingKind, PendingOp, ResourceRecord, State,
-    StateBackend, StateError,
+    StateBackend, StateError, Warming,
 };
 
 /// How to apply.
@@ -854,6 +855,7 @@ impl Executor<'_> {
                 if matches!(rec.lifecycle, Lifecycle::Stopped | Lifecycle::Stopping) {
                     rec.lifecycle = Lifecycle::Starting;
                     rec.started_at = Some(now);
+                    rec.warming = Some(Warming::new(Phase::Resume, now));
                 }
                 rec.draining_since = None;
             }
@@ -1078,6 +1080,7 @@ fn pending_record(
         }),
         started_at: None,
         draining_since: None,
+        warming: Some(Warming::new(Phase::Boot, now)),
     }
 }
 

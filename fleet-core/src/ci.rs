@@ -58,9 +58,11 @@ pub struct ObservedRunner {
     /// Jobs it runs now, when known from the demand listing (the executor asks again,
     /// exactly, before it stops or deletes a VM).
     pub running_jobs: u32,
-    /// Its last contact, if any.
+    /// When a runner process on the VM first contacted the CI system, when it was asked
+    /// ([`Ci::first_contact`]: the engine asks once, when a runner is first seen online).
+    /// It dates the end of the VM's boot exactly.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub contacted_at: Option<DateTime<Utc>>,
+    pub first_contact_at: Option<DateTime<Utc>>,
 }
 
 /// A runner just registered for an instance.
@@ -106,6 +108,13 @@ pub trait Ci: Send + Sync {
     /// Jobs the runner runs now, asked exactly (not from a cached listing).
     async fn running_jobs(&self, runner: u64) -> Result<u32, CiError> {
         Err(unsupported(&format!("list the jobs of runner {runner}")))
+    }
+
+    /// When a runner process first contacted the CI system with `runner`'s token (`None`:
+    /// not known). Asked once per runner, when it is first seen online, to time the boot.
+    async fn first_contact(&self, runner: u64) -> Result<Option<DateTime<Utc>>, CiError> {
+        let _ = runner;
+        Ok(None)
     }
 
     /// Deletes a runner; one that is already gone is not an error.

@@ -110,7 +110,10 @@ impl Fleet<'_> {
             reason: e.to_string(),
         }));
         observed.runners = match runners {
-            Some(Ok(r)) => Some(r),
+            Some(Ok(mut r)) => {
+                self.date_first_contacts(state, &mut r).await;
+                Some(r)
+            }
             Some(Err(e)) => {
                 tracing::warn!("runner facts unknown this time: {e}");
                 None
@@ -118,6 +121,31 @@ impl Fleet<'_> {
             None => None,
         };
         Ok(observed)
+    }
+
+    /// Asks when runners seen online for the first time (their VM still booting, as
+    /// recorded) first contacted the CI system: the exact end of those boots. Best effort:
+    /// without an answer the boot is timed by observation.
+    async fn date_first_contacts(&self, state: &State, runners: &mut [crate::ci::ObservedRunner]) {
+        let booting: std::collections::BTreeSet<u64> = state
+            .instances
+            .values()
+            .filter(|r| {
+                r.jobs.runner_online_at.is_none()
+                    && r.warming
+                        .is_some_and(|w| w.phase == crate::autoscale::Phase::Boot)
+            })
+            .filter_map(|r| r.jobs.runner_id)
+            .collect();
+        for r in runners
+            .iter_mut()
+            .filter(|r| r.online && booting.contains(&r.id))
+        {
+            match self.ci.first_contact(r.id).await {
+                Ok(at) => r.first_contact_at = at,
+                Err(e) => tracing::debug!(runner = r.id, "first contact unknown: {e}"),
+            }
+        }
     }
 
     /// Hash of the template inputs that shape a VM (template files and stack-wide

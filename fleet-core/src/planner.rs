@@ -780,8 +780,9 @@ fn first_free_index(input: &PlanInput<'_>) -> u64 {
     from_state.max(observed_max)
 }
 
-/// Updates records with lifecycle facts the cloud reported (not a plan change: nothing
-/// is decided from it). Returns whether anything changed.
+/// Updates records with lifecycle facts the cloud reported and the runner facts the CI
+/// system reported, and measures the boots and resumes they show ended (not a plan
+/// change: nothing is decided from it). Returns whether anything changed.
 pub fn refresh_facts(state: &mut State, observed: &Observed, now: DateTime<Utc>) -> bool {
     let by_id: HashMap<&str, &ObservedInstance> = observed
         .instances
@@ -806,5 +807,6 @@ pub fn refresh_facts(state: &mut State, observed: &Observed, now: DateTime<Utc>)
     if let Some(rs) = &observed.runners {
         changed |= runners::refresh_runner_facts(state, rs, now);
     }
+    changed |= crate::autoscale::learn::measure(state, observed, now);
     changed
 }

@@ -4,7 +4,7 @@
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::autoscale::{self, FleetAction, Settings, VmState, VmView, Why};
+use crate::autoscale::{self, FleetAction, Phase, Settings, Timings, VmState, VmView, Why};
 use crate::ci::Demand;
 use crate::stack::PolicyConfig;
 use crate::state::{Lifecycle, PendingKind, State};
@@ -114,7 +114,7 @@ impl Policy for DemandPolicy {
                 }
             }
         };
-        let e = settings.at(input.now);
+        let e = settings.at(input.now).learn(&input.state.timings);
         let (names, views) = fleet_view(input.state);
         let s = autoscale::decide(&e, input.demand, &views, input.now);
         let actions: Vec<PlannedAction> = s
@@ -149,6 +149,7 @@ impl Policy for DemandPolicy {
                 reason.push_str(&format!("; held: {h}"));
             }
         }
+        reason.push_str(&timings_note(&input.state.timings, e.stopped_max > 0));
         Decision {
             desired: s.total_after,
             reason,
@@ -156,6 +157,30 @@ impl Policy for DemandPolicy {
             actions: Some(actions),
         }
     }
+}
+
+/// What was measured of boots and resumes, for the decision line; and a warning when
+/// stopped VMs resume no faster than new ones boot (a stopped pool then saves no wait).
+fn timings_note(t: &Timings, pool: bool) -> String {
+    let (boot, resume) = (t.learned(Phase::Boot), t.learned(Phase::Resume));
+    let mut note = String::new();
+    for (name, l) in [("boot", boot), ("resume", resume)] {
+        if let Some(l) = l {
+            note.push_str(&format!(
+                "; {name} measured {} s (median of {})",
+                l.time.as_secs(),
+                l.samples
+            ));
+        }
+    }
+    if let (Some(b), Some(r), true) = (boot, resume, pool) {
+        if r.time >= b.time {
+            note.push_str(
+                "; warning: stopped VMs resume no faster than new ones boot, so the stopped pool saves no wait (consider policy.stopped_count: 0)",
+            );
+        }
+    }
+    note
 }
 
 /// The recorded fleet as the policy sees it: names and views, in the same order. Instances
@@ -174,8 +199,11 @@ pub fn fleet_view(state: &State) -> (Vec<String>, Vec<VmView>) {
         {
             continue;
         }
+        // A VM whose runner the fleet registered is ready when that runner is online.
+        let runner_pending = r.jobs.runner_id.is_some() && r.jobs.runner_online_at.is_none();
         let state = match r.lifecycle {
             Lifecycle::Running if r.jobs.running > 0 => VmState::Busy,
+            Lifecycle::Running if runner_pending => VmState::Booting,
             Lifecycle::Running => VmState::Idle,
             Lifecycle::Stopping => VmState::Stopping,
             Lifecycle::Stopped => VmState::Stopped,
@@ -187,9 +215,16 @@ pub fn fleet_view(state: &State) -> (Vec<String>, Vec<VmView>) {
             .last_job_end
             .unwrap_or(r.created_at)
             .max(r.created_at);
+        let started = r.started_at.unwrap_or(r.created_at);
+        let since = match state {
+            VmState::Booting => r.created_at,
+            VmState::Starting => started,
+            // Idle since its last job or since it (re)started, whichever is later.
+            _ => last_active.max(started),
+        };
         views.push(VmView {
             state,
-            since: last_active,
+            since,
             billed_since: match state {
                 VmState::Stopped | VmState::Stopping => None,
                 _ => Some(r.started_at.unwrap_or(r.created_at)),
@@ -223,5 +258,96 @@ mod tests {
         });
         assert_eq!(d.desired, 3);
         assert!(d.may_scale_in);
+    }
+
+    fn t(s: i64) -> DateTime<Utc> {
+        DateTime::UNIX_EPOCH + chrono::Duration::seconds(1_700_000_000 + s)
+    }
+
+    /// A state with one VM created at 0, running in the cloud, its runner #7 registered.
+    fn one_vm(runner_online_at: Option<i64>) -> State {
+        let mut state = State::new("s", "l");
+        let o = crate::cloud::ObservedInstance {
+            cloud_id: "i-1".into(),
+            name: "s-0001".into(),
+            lineage: "l".into(),
+            image: "img".into(),
+            instance_type: "small".into(),
+            spec_hash: "h".into(),
+            lifecycle: Lifecycle::Running,
+            address: None,
+            launched_at: t(0),
+            batch: None,
+        };
+        let mut rec = crate::state::InstanceRecord::from_observed(&o, None);
+        rec.jobs.runner_id = Some(7);
+        rec.jobs.runner_online_at = runner_online_at.map(t);
+        state.instances.insert(rec.name.clone(), rec);
+        state
+    }
+
+    fn decide_at(state: &State, config: &PolicyConfig, now: i64) -> Decision {
+        DemandPolicy.decide(&PolicyInput {
+            config,
+            demand: &Demand::Known {
+                pending: 0,
+                running: 0,
+            },
+            state,
+            now: t(now),
+        })
+    }
+
+    #[test]
+    fn a_vm_whose_runner_is_not_online_yet_is_booting_and_never_parked() {
+        // Regression: a VM running in the cloud counted as idle before its runner came
+        // online, so a VM made for the stopped pool could be stopped mid-boot.
+        let config = PolicyConfig {
+            stopped_count: 1,
+            ..PolicyConfig::default()
+        };
+        let park = |d: &Decision| {
+            d.actions
+                .iter()
+                .flatten()
+                .any(|a| matches!(a, PlannedAction::Stop { .. }))
+        };
+        assert!(!park(&decide_at(&one_vm(None), &config, 100)));
+        assert!(park(&decide_at(&one_vm(Some(80)), &config, 100)));
+    }
+
+    #[test]
+    fn the_decision_says_what_was_measured_and_warns_when_resumes_are_no_faster() {
+        let config = PolicyConfig {
+            stopped_count: 1,
+            ..PolicyConfig::default()
+        };
+        let mut state = one_vm(Some(80));
+        for _ in 0..3 {
+            state.timings.record(Phase::Boot, 60, 62);
+        }
+        let d = decide_at(&state, &config, 100);
+        assert!(
+            d.reason.contains("boot measured 61 s (median of 3)"),
+            "{}",
+            d.reason
+        );
+        assert!(!d.reason.contains("warning"), "{}", d.reason);
+        for _ in 0..3 {
+            state.timings.record(Phase::Resume, 70, 72);
+        }
+        let d = decide_at(&state, &config, 100);
+        assert!(d.reason.contains("resume measured 71 s"), "{}", d.reason);
+        assert!(
+            d.reason.contains("stopped pool saves no wait"),
+            "{}",
+            d.reason
+        );
+        // No pool (stopped_max 0, as on clouds that cannot stop): no warning.
+        let no_pool = PolicyConfig {
+            stopped_max: Some(0),
+            ..PolicyConfig::default()
+        };
+        assert!(!decide_at(&state, &no_pool, 100).reason.contains("warning"));
     }
 }

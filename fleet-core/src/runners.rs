@@ -63,7 +63,7 @@ fn apply_facts(rec: &mut InstanceRecord, r: &ObservedRunner, now: DateTime<Utc>)
     }
     j.running = r.running_jobs;
     if r.online && j.runner_online_at.is_none() {
-        j.runner_online_at = Some(r.contacted_at.unwrap_or(now).min(now));
+        j.runner_online_at = Some(r.first_contact_at.unwrap_or(now).min(now));
     }
     *j != before
 }
@@ -192,6 +192,7 @@ mod tests {
             pending: None,
             started_at: Some(t(0)),
             draining_since: None,
+            warming: None,
         }
     }
 
@@ -202,7 +203,7 @@ mod tests {
             online,
             paused: false,
             running_jobs: running,
-            contacted_at: None,
+            first_contact_at: None,
         }
     }
 

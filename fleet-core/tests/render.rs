@@ -279,6 +279,7 @@ fn record(
         pending: None,
         started_at: None,
         draining_since: None,
+        warming: None,
     }
 }
 

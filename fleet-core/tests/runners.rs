@@ -87,7 +87,7 @@ impl Ci for FakeCi<'_> {
                 online: r.online,
                 paused: r.paused,
                 running_jobs: r.running,
-                contacted_at: None,
+                first_contact_at: None,
             })
             .collect())
     }

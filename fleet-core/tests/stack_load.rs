@@ -440,6 +440,20 @@ fn daemon_keys_have_defaults_and_are_checked_where_they_are_written() {
         e.contains("is shorter than daemon.retry_initial") && e.contains("stacks/x.yaml:15:3"),
         "{e}"
     );
+    // VMs on their way to ready bring the next reconcile forward, never back.
+    let d = load(&with("  interval: 5m\n  warming_interval: 5s\n"))
+        .unwrap()
+        .stack
+        .daemon;
+    assert_eq!(d.requeue_after(true), std::time::Duration::from_secs(5));
+    assert_eq!(d.requeue_after(false), std::time::Duration::from_secs(300));
+    let d = load(&with("  interval: 3s\n")).unwrap().stack.daemon;
+    assert_eq!(d.requeue_after(true), std::time::Duration::from_secs(3));
+    let e = err(&with("  warming_interval: 0s\n"));
+    assert!(
+        e.starts_with("daemon.warming_interval is 0ms;") && e.contains("stacks/x.yaml:14:3"),
+        "{e}"
+    );
     let e = err(&with("  intervall: 5m\n"));
     assert!(e.contains("did you mean `interval`?"), "{e}");
     let e = load_with(BASE, &["daemon.interval=nonsense"])

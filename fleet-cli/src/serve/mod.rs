@@ -79,14 +79,14 @@ pub async fn serve(g: &Global) -> Result<u8> {
         max: d.retry_max,
     };
     let reason = std::sync::Mutex::new("start");
-    let (ctx_ref, metrics_ref, reason_ref, interval) = (&ctx, &*metrics, &reason, d.interval);
+    let (ctx_ref, metrics_ref, reason_ref, daemon) = (&ctx, &*metrics, &reason, &d);
     controller::run(
         &trigger,
         stopped,
         move || async move {
             let why = *reason_ref.lock().unwrap_or_else(|e| e.into_inner());
-            reconcile_once(ctx_ref, g, metrics_ref, why).await?;
-            Ok::<_, anyhow::Error>(Action::requeue(interval))
+            let warming = reconcile_once(ctx_ref, g, metrics_ref, why).await?;
+            Ok::<_, anyhow::Error>(Action::requeue(daemon.requeue_after(warming)))
         },
         |e: &anyhow::Error, failures| {
             let wait = backoff.delay(failures);
@@ -132,8 +132,14 @@ fn verifier(ctx: &Ctx) -> Result<Option<WebhookVerifier>> {
 }
 
 /// One reconcile, measured. Changes that failed make it an error, so the error policy
-/// retries them with backoff.
-async fn reconcile_once(ctx: &Ctx, g: &Global, metrics: &Metrics, why: &'static str) -> Result<()> {
+/// retries them with backoff. Returns whether VMs are on their way to ready (the next
+/// reconcile then comes after `daemon.warming_interval`).
+async fn reconcile_once(
+    ctx: &Ctx,
+    g: &Global,
+    metrics: &Metrics,
+    why: &'static str,
+) -> Result<bool> {
     metrics.begin(why);
     let started = Instant::now();
     let result = commands::reconcile(ctx, g, "fleet-cli serve", &log_plan, &LogProgress).await;
@@ -158,7 +164,7 @@ async fn reconcile_once(ctx: &Ctx, g: &Global, metrics: &Metrics, why: &'static 
                 "reconciled"
             );
             match outcome.failed() {
-                0 => Ok(()),
+                0 => Ok(outcome.state.warming()),
                 n => Err(anyhow!("{n} changes failed; they are retried")),
             }
         }

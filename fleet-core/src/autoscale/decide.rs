@@ -3,6 +3,7 @@
 
 use chrono::{DateTime, Utc};
 
+use super::learn::late_after;
 use super::settings::{BillingUnit, Effective};
 use super::{FleetAction, Scaling, VmState, VmView, Why};
 use crate::ci::Demand;
@@ -13,6 +14,10 @@ use crate::ci::Demand;
 /// Guarantees (pinned by property tests): the fleet never exceeds `max_instances`; a VM
 /// running a job, booting or starting is never stopped or retired; with unknown demand
 /// nothing is stopped or retired.
+///
+/// A VM booting for longer than [`late_after`] `boot_time` (starting: `resume_time`) is
+/// late: it still counts against the limits, but no longer as a slot on its way, so jobs
+/// waiting for it get another VM.
 pub fn decide(e: &Effective, demand: &Demand, fleet: &[VmView], now: DateTime<Utc>) -> Scaling {
     let cap = e.capacity_per_instance.max(1);
     let mut out = Scaling {
@@ -26,7 +31,10 @@ pub fn decide(e: &Effective, demand: &Demand, fleet: &[VmView], now: DateTime<Ut
     let mut free_slots = 0u32;
     let mut busy_slots = 0u32;
     let mut incoming = 0u32;
+    let mut on_the_way = 0u32;
+    let mut late = 0u32;
     let mut running_like = 0u32;
+    let (late_boot, late_resume) = (late_after(e.boot_time), late_after(e.resume_time));
     for v in fleet {
         busy_slots += v.running;
         match v.state {
@@ -39,7 +47,16 @@ pub fn decide(e: &Effective, demand: &Demand, fleet: &[VmView], now: DateTime<Ut
             VmState::Draining => running_like += 1,
             VmState::Booting | VmState::Starting => {
                 running_like += 1;
-                incoming += 1;
+                on_the_way += 1;
+                let limit = match v.state {
+                    VmState::Booting => late_boot,
+                    _ => late_resume,
+                };
+                if (now - v.since).to_std().unwrap_or_default() > limit {
+                    late += 1;
+                } else {
+                    incoming += 1;
+                }
             }
             VmState::Stopping | VmState::Stopped => {}
         }
@@ -69,7 +86,14 @@ pub fn decide(e: &Effective, demand: &Demand, fleet: &[VmView], now: DateTime<Ut
     let mut wants: Vec<(u32, Why)> = Vec::with_capacity(3);
     if demand.is_known() {
         if queue_vms > 0 {
-            wants.push((queue_vms, Why::Queue { pending, covered }));
+            wants.push((
+                queue_vms,
+                Why::Queue {
+                    pending,
+                    covered,
+                    late,
+                },
+            ));
         }
         if idle_vms > 0 {
             wants.push((
@@ -91,7 +115,7 @@ pub fn decide(e: &Effective, demand: &Demand, fleet: &[VmView], now: DateTime<Ut
     }
 
     let mut budget = if e.max_growth_rate > 0 {
-        e.max_growth_rate.saturating_sub(incoming)
+        e.max_growth_rate.saturating_sub(on_the_way)
     } else {
         u32::MAX
     };

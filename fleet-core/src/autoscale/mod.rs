@@ -6,6 +6,7 @@
 //! reasoning is written up in `docs/policy.md`.
 
 mod decide;
+pub mod learn;
 pub mod settings;
 #[cfg(test)]
 mod tests;
@@ -16,6 +17,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 pub use decide::decide;
+pub use learn::{Phase, Timings};
 pub use settings::{BillingConfig, BillingUnit, Effective, PeriodConfig, Settings};
 
 /// A VM's state as the policy sees it (cloud lifecycle joined with the runner's job facts).
@@ -66,6 +68,10 @@ pub enum Why {
         pending: u32,
         /// Slots free or booting/starting already.
         covered: u32,
+        /// VMs booting or starting for over twice the expected time: not counted in
+        /// `covered`.
+        #[serde(default, skip_serializing_if = "is_zero")]
+        late: u32,
     },
     /// Fewer spare running slots than `idle_count` / `scale_factor` ask for.
     IdleTarget {
@@ -132,10 +138,23 @@ pub enum Why {
 impl fmt::Display for Why {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match *self {
-            Why::Queue { pending, covered } => write!(
-                f,
-                "{pending} jobs waiting, {covered} slots free or on their way"
-            ),
+            Why::Queue {
+                pending,
+                covered,
+                late,
+            } => {
+                write!(
+                    f,
+                    "{pending} jobs waiting, {covered} slots free or on their way"
+                )?;
+                if late > 0 {
+                    write!(
+                        f,
+                        " ({late} VMs not counted: booting or starting for over twice the expected time)"
+                    )?;
+                }
+                Ok(())
+            }
             Why::IdleTarget { want, have } => write!(
                 f,
                 "{want} spare slots wanted (idle_count / scale_factor), {have} free or on their way"
@@ -175,6 +194,10 @@ impl fmt::Display for Why {
             Why::DemandUnknown => write!(f, "demand unknown: nothing is stopped or retired"),
         }
     }
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 /// One thing the policy wants done to the fleet. `vm` indexes the fleet slice given to

@@ -183,6 +183,20 @@ pub struct Settings {
     periods: Vec<Period>,
 }
 
+impl Effective {
+    /// These settings with `boot_time` and `resume_time` replaced by what was measured,
+    /// where enough was (see [`super::learn`]).
+    pub fn learn(mut self, timings: &super::Timings) -> Effective {
+        if let Some(l) = timings.learned(super::Phase::Boot) {
+            self.boot_time = l.time;
+        }
+        if let Some(l) = timings.learned(super::Phase::Resume) {
+            self.resume_time = l.time;
+        }
+        self
+    }
+}
+
 impl Settings {
     /// Checks and compiles the stack's `policy:` section.
     pub fn from_config(c: &PolicyConfig) -> Result<Settings, SettingsProblem> {

@@ -57,21 +57,24 @@ fn a_burst_resumes_stopped_vms_first_and_counts_what_is_on_its_way() {
                 vm: 2,
                 why: Why::Queue {
                     pending: 5,
-                    covered: 1
+                    covered: 1,
+                    late: 0
                 }
             },
             FleetAction::Start {
                 vm: 1,
                 why: Why::Queue {
                     pending: 5,
-                    covered: 1
+                    covered: 1,
+                    late: 0
                 }
             },
             FleetAction::Create {
                 count: 2,
                 why: Why::Queue {
                     pending: 5,
-                    covered: 1
+                    covered: 1,
+                    late: 0
                 }
             },
         ]
@@ -85,6 +88,43 @@ fn a_burst_resumes_stopped_vms_first_and_counts_what_is_on_its_way() {
         vm(VmState::Booting, 0, 0),
     ];
     assert!(decide(&e, &known(5, 0), &coming, t(1)).actions.is_empty());
+}
+
+#[test]
+fn a_vm_booting_for_over_twice_the_boot_time_no_longer_covers_the_queue() {
+    let e = eff(|c| {
+        c.boot_time = Duration::from_secs(90);
+        c.resume_time = Duration::from_secs(30);
+    });
+    // Two jobs wait for a VM booting for 170 s and one starting for 80 s: on time.
+    let fleet = [vm(VmState::Booting, -170, 0), vm(VmState::Starting, -80, 1)];
+    assert!(decide(&e, &known(2, 0), &fleet, t(0)).actions.is_empty());
+    // Ten seconds later both are late (over 180 s and over 90 s): two new VMs, and the
+    // reason says why the late ones were not counted.
+    let s = decide(&e, &known(2, 0), &fleet, t(11));
+    let why = Why::Queue {
+        pending: 2,
+        covered: 0,
+        late: 2,
+    };
+    assert_eq!(s.actions, vec![FleetAction::Create { count: 2, why }]);
+    assert!(why.to_string().contains("2 VMs not counted"), "{why}");
+    // A slow cloud, once measured, is expected to be slow: nothing is late.
+    let mut measured = Timings::default();
+    for _ in 0..3 {
+        measured.record(Phase::Boot, 170, 175);
+        measured.record(Phase::Resume, 80, 85);
+    }
+    let learned = e.clone().learn(&measured);
+    assert_eq!(learned.boot_time, Duration::from_secs(172));
+    assert!(decide(&learned, &known(2, 0), &fleet, t(11))
+        .actions
+        .is_empty());
+    // Late VMs still count against max_growth_rate and max_instances.
+    let capped = eff(|c| c.max_growth_rate = 2);
+    assert!(decide(&capped, &known(2, 0), &fleet, t(11))
+        .actions
+        .is_empty());
 }
 
 #[test]

@@ -119,3 +119,33 @@ fn fleet_resumes_stopped_vms_for_a_burst() {
     assert_eq!(m.wait_p50_s, 30.0);
     assert!(m.starts >= 3, "{m:?}");
 }
+
+#[test]
+fn fleet_learns_a_slow_boot_and_stops_hedging_after_the_first_burst() {
+    use crate::stack::PolicyConfig;
+    use std::time::Duration;
+    // The cloud boots in 300 s; the stack still says 90 s. Four bursts of five jobs, an
+    // hour apart (the fleet is retired in between).
+    let model = Model {
+        boot_s: 300,
+        ..Model::default()
+    };
+    let jobs: Vec<(i64, u32)> = (0..4)
+        .flat_map(|b| (0..5).map(move |_| (b * 3600, 60)))
+        .collect();
+    let launches = |boot_time: u64| {
+        let config = PolicyConfig {
+            max_instances: 50,
+            stopped_max: Some(0),
+            boot_time: Duration::from_secs(boot_time),
+            ..PolicyConfig::default()
+        };
+        let s = crate::autoscale::Settings::from_config(&config).unwrap();
+        run(&trace(&jobs), &model, &PolicySpec::Fleet(Box::new(s)), None).launches
+    };
+    // Told the truth, one VM per job.
+    assert_eq!(launches(300), 20);
+    // Told 90 s, the first burst's boots are late at 180 s and get a second VM each; those
+    // boots are measured (300 s) and the later bursts are not hedged again.
+    assert_eq!(launches(90), 25);
+}

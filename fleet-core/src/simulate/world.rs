@@ -7,7 +7,7 @@ use std::collections::{BinaryHeap, VecDeque};
 use chrono::{DateTime, Utc};
 
 use super::{percentile, Metrics, Model, Trace};
-use crate::autoscale::{self, Effective, FleetAction, Settings, VmState, VmView};
+use crate::autoscale::{self, Effective, FleetAction, Phase, Settings, Timings, VmState, VmView};
 use crate::ci::Demand;
 
 /// A modelled VM.
@@ -382,6 +382,11 @@ pub(crate) struct FleetDriver<'a> {
     tick_s: i64,
     cached: Option<(i64, Effective)>,
     views: Vec<VmView>,
+    /// Boots and resumes measured as `up` measures them (here exactly), so the policy's
+    /// expectations follow the modelled cloud as they follow a real one.
+    timings: Timings,
+    /// Each VM's state at the last decision, to see boots and resumes end.
+    seen: Vec<VmState>,
 }
 
 impl<'a> FleetDriver<'a> {
@@ -391,7 +396,33 @@ impl<'a> FleetDriver<'a> {
             tick_s: 10,
             cached: None,
             views: Vec::new(),
+            timings: Timings::default(),
+            seen: Vec::new(),
         }
+    }
+
+    /// Records the boots and resumes that ended since the last decision. Returns whether
+    /// anything was measured.
+    fn measure(&mut self, w: &World) -> bool {
+        self.seen.resize(w.vms.len(), VmState::Booting);
+        let mut any = false;
+        for &i in &w.alive {
+            let v = &w.vms[i];
+            let phase = match self.seen[i] {
+                VmState::Booting => Phase::Boot,
+                VmState::Starting => Phase::Resume,
+                _ => {
+                    self.seen[i] = v.state;
+                    continue;
+                }
+            };
+            if !matches!(v.state, VmState::Booting | VmState::Starting) {
+                let took = (v.since - v.billed_since).max(0) as u64;
+                any |= self.timings.record(phase, took, took);
+            }
+            self.seen[i] = v.state;
+        }
+        any
     }
 }
 
@@ -406,11 +437,17 @@ impl Driver for FleetDriver<'_> {
     }
 
     fn decide(&mut self, w: &World, now: i64, _event: bool, out: &mut Vec<Act>) {
+        let measured = self.measure(w);
         let minute = now.div_euclid(60);
-        let e = match &self.cached {
-            Some((m, e)) if *m == minute || !self.settings.has_periods() => e,
+        let e = match &mut self.cached {
+            Some((m, e)) if *m == minute || !self.settings.has_periods() => {
+                if measured {
+                    *e = e.clone().learn(&self.timings);
+                }
+                &*e
+            }
             _ => {
-                self.cached = Some((minute, self.settings.at(at(now))));
+                self.cached = Some((minute, self.settings.at(at(now)).learn(&self.timings)));
                 &self.cached.as_ref().expect("just set").1
             }
         };

@@ -19,6 +19,11 @@ pub struct DaemonConfig {
     /// proxy in front for TLS.
     #[serde(default = "default_listen")]
     pub listen: String,
+    /// Time between reconciles while a VM boots or starts, when shorter than `interval`:
+    /// boots and resumes are timed to about this (see docs/policy.md) and a late one is
+    /// noticed soon.
+    #[serde(default = "default_warming_interval", with = "duration_serde")]
+    pub warming_interval: Duration,
     /// Wait before the first retry of a failed reconcile; each further failure doubles it.
     #[serde(default = "default_retry_initial", with = "duration_serde")]
     pub retry_initial: Duration,
@@ -32,6 +37,7 @@ impl Default for DaemonConfig {
         DaemonConfig {
             interval: default_interval(),
             listen: default_listen(),
+            warming_interval: default_warming_interval(),
             retry_initial: default_retry_initial(),
             retry_max: default_retry_max(),
         }
@@ -39,6 +45,16 @@ impl Default for DaemonConfig {
 }
 
 impl DaemonConfig {
+    /// When to reconcile next after a reconcile that left VMs on their way to ready
+    /// (`warming`) or not.
+    pub fn requeue_after(&self, warming: bool) -> Duration {
+        if warming {
+            self.interval.min(self.warming_interval)
+        } else {
+            self.interval
+        }
+    }
+
     /// The listen address; [`validate`] has checked that it parses.
     pub fn listen_addr(&self) -> Option<SocketAddr> {
         self.listen.trim().parse().ok()
@@ -47,6 +63,9 @@ impl DaemonConfig {
 
 fn default_interval() -> Duration {
     Duration::from_secs(60)
+}
+fn default_warming_interval() -> Duration {
+    Duration::from_secs(10)
 }
 /// Not 9252: that is gitlab-runner's own metrics port, and a runner may share the host.
 fn default_listen() -> String {
@@ -69,6 +88,16 @@ pub(super) fn validate(l: &LoadedStack) -> Result<(), StackError> {
                 d.interval.as_millis()
             ),
             "use something like 60s; webhooks trigger reconciles in between",
+        ));
+    }
+    if d.warming_interval < Duration::from_secs(1) {
+        return Err(l.error_at(
+            "daemon.warming_interval",
+            format!(
+                "daemon.warming_interval is {}ms; the loop needs at least 1s between reconciles",
+                d.warming_interval.as_millis()
+            ),
+            "use something like 10s",
         ));
     }
     if d.listen_addr().is_none() {

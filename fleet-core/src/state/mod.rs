@@ -15,6 +15,8 @@ use std::collections::BTreeMap;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
+use crate::autoscale::{Phase, Timings};
+
 pub use backend::{LockInfo, StateBackend, StateError};
 pub use format::{FormatError, FORMAT_VERSION};
 pub use local::{LocalBackend, LocalSettings};
@@ -38,6 +40,9 @@ pub struct State {
     /// Supporting resource records by `kind/name`.
     #[serde(default)]
     pub resources: BTreeMap<String, ResourceRecord>,
+    /// Boot and resume times measured on this fleet's VMs (the policy's expectations).
+    #[serde(default, skip_serializing_if = "Timings::is_empty")]
+    pub timings: Timings,
 }
 
 impl State {
@@ -51,12 +56,19 @@ impl State {
             next_index: 1,
             instances: BTreeMap::new(),
             resources: BTreeMap::new(),
+            timings: Timings::default(),
         }
     }
 
     /// Whether nothing is recorded.
     pub fn is_empty(&self) -> bool {
         self.instances.is_empty() && self.resources.is_empty()
+    }
+
+    /// Whether a VM is on its way to ready (booting after a create, starting after a
+    /// start), as far as recorded.
+    pub fn warming(&self) -> bool {
+        self.instances.values().any(|r| r.warming.is_some())
     }
 }
 
@@ -99,6 +111,32 @@ pub struct InstanceRecord {
     /// and never while one does.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub draining_since: Option<DateTime<Utc>>,
+    /// While it is on its way to ready after a create or a start: how long it takes is
+    /// measured from this (see [`crate::autoscale::learn`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub warming: Option<Warming>,
+}
+
+/// A VM on its way to ready, as measured.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Warming {
+    /// A boot (after create) or a resume (after start).
+    pub phase: Phase,
+    /// When the create or start was issued.
+    pub since: DateTime<Utc>,
+    /// The last time it was seen not ready yet.
+    pub unready_at: DateTime<Utc>,
+}
+
+impl Warming {
+    /// A boot or resume issued at `since`.
+    pub fn new(phase: Phase, since: DateTime<Utc>) -> Warming {
+        Warming {
+            phase,
+            since,
+            unready_at: since,
+        }
+    }
 }
 
 impl InstanceRecord {
@@ -121,6 +159,7 @@ impl InstanceRecord {
             pending: None,
             started_at: Some(o.launched_at),
             draining_since: None,
+            warming: None,
         }
     }
 }

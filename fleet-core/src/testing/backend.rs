@@ -1,6 +1,7 @@
 //! The state backend conformance suite.
 
-use crate::state::{InstanceRecord, JobFacts, Lifecycle, State, StateBackend, StateError};
+use crate::autoscale::Phase;
+use crate::state::{InstanceRecord, JobFacts, Lifecycle, State, StateBackend, StateError, Warming};
 
 use super::{lock_info, t0};
 
@@ -19,6 +20,7 @@ fn record(i: u64) -> InstanceRecord {
         pending: None,
         started_at: None,
         draining_since: None,
+        warming: i.is_multiple_of(2).then(|| Warming::new(Phase::Boot, t0())),
     }
 }
 

@@ -7,6 +7,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
+use chrono::{DateTime, Utc};
 use futures_util::stream::{self, StreamExt};
 
 use fleet_core::ci::{Ci, CiError, Demand, NewRunner, ObservedRunner};
@@ -185,7 +186,7 @@ impl GitLabCi {
                     online: r.online == Some(true) || r.status.as_deref() == Some("online"),
                     paused: r.is_paused(),
                     running_jobs: 0,
-                    contacted_at: None,
+                    first_contact_at: None,
                 })
             })
             .collect();
@@ -346,6 +347,16 @@ impl Ci for GitLabCi {
             .await
             .map(|jobs| jobs.len() as u32)
             .map_err(|e| ci_error(&e))
+    }
+
+    async fn first_contact(&self, runner: u64) -> Result<Option<DateTime<Utc>>, CiError> {
+        // A manager is created when a `gitlab-runner` process first uses the token.
+        let managers = self
+            .client
+            .managers(runner)
+            .await
+            .map_err(|e| ci_error(&e))?;
+        Ok(managers.iter().filter_map(|m| m.created_at).min())
     }
 
     async fn delete_runner(&self, runner: u64) -> Result<(), CiError> {

@@ -148,6 +148,9 @@ pub struct RunnerManager {
     /// `online`, `offline`, ...
     #[serde(default)]
     pub status: Option<String>,
+    /// When the process first contacted GitLab.
+    #[serde(default)]
+    pub created_at: Option<DateTime<Utc>>,
     /// Last contact.
     #[serde(default)]
     pub contacted_at: Option<DateTime<Utc>>,
