@@ -781,8 +781,9 @@ fn first_free_index(input: &PlanInput<'_>) -> u64 {
 }
 
 /// Updates records with lifecycle facts the cloud reported and the runner facts the CI
-/// system reported, and measures the boots and resumes they show ended (not a plan
-/// change: nothing is decided from it). Returns whether anything changed.
+/// system reported, measures the boots and resumes they show ended, and records the demand
+/// for the forecast (not a plan change: nothing is decided from it). Returns whether
+/// anything changed.
 pub fn refresh_facts(state: &mut State, observed: &Observed, now: DateTime<Utc>) -> bool {
     let by_id: HashMap<&str, &ObservedInstance> = observed
         .instances
@@ -808,5 +809,8 @@ pub fn refresh_facts(state: &mut State, observed: &Observed, now: DateTime<Utc>)
         changed |= runners::refresh_runner_facts(state, rs, now);
     }
     changed |= crate::autoscale::learn::measure(state, observed, now);
+    if let Some(crate::ci::Demand::Known { pending, running }) = &observed.demand {
+        changed |= state.forecast.observe(now, pending + running);
+    }
     changed
 }

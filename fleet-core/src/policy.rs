@@ -114,7 +114,10 @@ impl Policy for DemandPolicy {
                 }
             }
         };
-        let e = settings.at(input.now).learn(&input.state.timings);
+        let e = settings
+            .at(input.now)
+            .learn(&input.state.timings)
+            .with_forecast(&input.state.forecast, input.now);
         let (names, views) = fleet_view(input.state);
         let s = autoscale::decide(&e, input.demand, &views, input.now);
         let actions: Vec<PlannedAction> = s
@@ -314,6 +317,55 @@ mod tests {
         };
         assert!(!park(&decide_at(&one_vm(None), &config, 100)));
         assert!(park(&decide_at(&one_vm(Some(80)), &config, 100)));
+    }
+
+    #[test]
+    fn up_records_demand_by_hour_and_the_forecast_fills_the_pool_a_week_later() {
+        // Observed (as up observes): 8 jobs waiting and 4 running, recorded in state.
+        let mut state = one_vm(Some(80));
+        let observed = crate::cloud::Observed {
+            demand: Some(Demand::Known {
+                pending: 8,
+                running: 4,
+            }),
+            ..Default::default()
+        };
+        assert!(crate::planner::refresh_facts(&mut state, &observed, t(0)));
+        let week = 7 * 86_400;
+        let config = |forecast| PolicyConfig {
+            forecast,
+            max_instances: 50,
+            ..PolicyConfig::default()
+        };
+        // A week later, quiet: with the forecast on, the pool is filled for 12 slots: one
+        // VM runs, so 11 stopped VMs are wanted, the idle one will be parked (1 there),
+        // ten are made. Off, nothing is made.
+        let d = decide_at(&state, &config(true), week - 1800);
+        let pool: Vec<_> = d
+            .actions
+            .iter()
+            .flatten()
+            .filter_map(|a| match a {
+                PlannedAction::Create { count, why } => Some((*count, *why)),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(
+            pool,
+            vec![(
+                10,
+                Why::PoolRefill {
+                    want: 11,
+                    have: 1,
+                    expected: 12
+                }
+            )]
+        );
+        assert!(decide_at(&state, &config(false), week - 1800)
+            .actions
+            .iter()
+            .flatten()
+            .all(|a| !matches!(a, PlannedAction::Create { .. })));
     }
 
     #[test]

@@ -178,7 +178,18 @@ pub fn decide(e: &Effective, demand: &Demand, fleet: &[VmView], now: DateTime<Ut
     let surplus_slots = (covered + want_total * cap).saturating_sub(pending + idle_want);
     let surplus_vms = surplus_slots / cap;
     let pool_have = stopped_left + stopping + surplus_vms;
-    let pool_want = e.stopped_count.min(e.stopped_max);
+    // The forecast asks for enough stopped VMs to take the fleet to the expected demand.
+    let running_after_growth = running_like + created + started as u32;
+    let forecast_want = e
+        .expected_peak
+        .div_ceil(cap)
+        .saturating_sub(running_after_growth);
+    let pool_want = e.stopped_count.max(forecast_want).min(e.stopped_max);
+    let expected = if forecast_want > e.stopped_count {
+        e.expected_peak
+    } else {
+        0
+    };
     if pool_have < pool_want && queue_short == 0 {
         let c = (pool_want - pool_have).min(budget).min(room);
         if c > 0 {
@@ -187,6 +198,7 @@ pub fn decide(e: &Effective, demand: &Demand, fleet: &[VmView], now: DateTime<Ut
                 why: Why::PoolRefill {
                     want: pool_want,
                     have: pool_have,
+                    expected,
                 },
             });
             created += c;

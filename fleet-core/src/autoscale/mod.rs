@@ -6,6 +6,7 @@
 //! reasoning is written up in `docs/policy.md`.
 
 mod decide;
+pub mod forecast;
 pub mod learn;
 pub mod settings;
 #[cfg(test)]
@@ -17,6 +18,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 pub use decide::decide;
+pub use forecast::Forecast;
 pub use learn::{Phase, Timings};
 pub use settings::{BillingConfig, BillingUnit, Effective, PeriodConfig, Settings};
 
@@ -85,12 +87,16 @@ pub enum Why {
         /// The minimum.
         min: u32,
     },
-    /// Fewer stopped VMs than `stopped_count`.
+    /// Fewer stopped VMs than `stopped_count`, or than the forecast asks for.
     PoolRefill {
         /// Stopped VMs wanted.
         want: u32,
         /// Stopped VMs there or on their way.
         have: u32,
+        /// When the forecast set `want`: the demand (job slots) it expects this hour or the
+        /// next.
+        #[serde(default, skip_serializing_if = "is_zero")]
+        expected: u32,
     },
     /// Idle longer than `idle_time`, and the stopped pool has room.
     IdleStop {
@@ -160,10 +166,24 @@ impl fmt::Display for Why {
                 "{want} spare slots wanted (idle_count / scale_factor), {have} free or on their way"
             ),
             Why::BelowMin { min } => write!(f, "fewer running VMs than min_instances = {min}"),
-            Why::PoolRefill { want, have } => {
+            Why::PoolRefill {
+                want,
+                have,
+                expected: 0,
+            } => {
                 write!(
                     f,
                     "stopped pool below stopped_count = {want} ({have} there or on their way)"
+                )
+            }
+            Why::PoolRefill {
+                want,
+                have,
+                expected,
+            } => {
+                write!(
+                    f,
+                    "stopped pool below {want} for the {expected} jobs at once seen this hour or the next in recent weeks (forecast; {have} there or on their way)"
                 )
             }
             Why::IdleStop { idle_s } => {

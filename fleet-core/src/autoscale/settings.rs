@@ -166,6 +166,11 @@ pub struct Effective {
     pub stopped_max: u32,
     /// How long a stopped VM above `stopped_count` is kept after its last job.
     pub stopped_time: Duration,
+    /// Whether the stopped pool follows the forecast (`expected_peak`).
+    pub forecast: bool,
+    /// Demand (job slots) expected this hour or the next from the recent weeks, when
+    /// `forecast` is on (see [`Effective::with_forecast`]); 0 otherwise.
+    pub expected_peak: u32,
     /// Expected time from create to ready.
     pub boot_time: Duration,
     /// Expected time from start to ready.
@@ -184,6 +189,14 @@ pub struct Settings {
 }
 
 impl Effective {
+    /// With `forecast` on, these settings with the demand `forecast` expects at `now`.
+    pub fn with_forecast(mut self, forecast: &super::Forecast, now: DateTime<Utc>) -> Effective {
+        if self.forecast {
+            self.expected_peak = forecast.expected_peak(now);
+        }
+        self
+    }
+
     /// These settings with `boot_time` and `resume_time` replaced by what was measured,
     /// where enough was (see [`super::learn`]).
     pub fn learn(mut self, timings: &super::Timings) -> Effective {
@@ -314,6 +327,8 @@ impl Settings {
                 stopped_count: c.stopped_count,
                 stopped_max,
                 stopped_time: c.stopped_time,
+                forecast: c.forecast,
+                expected_peak: 0,
                 boot_time: c.boot_time,
                 resume_time: c.resume_time,
                 billing: c.billing,

@@ -188,6 +188,52 @@ fn hourly_billing_keeps_an_idle_vm_until_shortly_before_its_next_hour() {
 }
 
 #[test]
+fn the_forecast_grows_the_pool_ahead_of_a_surge_and_keeps_it_through_it() {
+    let e = eff(|c| {
+        c.stopped_count = 1;
+        c.stopped_time = Duration::from_secs(600);
+        c.forecast = true;
+    });
+    // Last Monday at 9:00, twelve jobs at once; now it is Monday 8:30 and one VM runs.
+    let monday_9 = t(0);
+    let mut history = Forecast::default();
+    history.observe(monday_9 - TimeDelta::weeks(1), 12);
+    let now = monday_9 - TimeDelta::minutes(30);
+    let e = e.with_forecast(&history, now);
+    assert_eq!(e.expected_peak, 12);
+    let fleet = [vm(VmState::Busy, -60, 1), vm(VmState::Stopped, -7200, 1)];
+    let s = decide(&e, &known(0, 1), &fleet, now);
+    let why = Why::PoolRefill {
+        want: 11,
+        have: 1,
+        expected: 12,
+    };
+    assert_eq!(s.actions, vec![FleetAction::Create { count: 10, why }]);
+    assert!(why.to_string().contains("forecast"), "{why}");
+    // A stopped VM unused for longer than stopped_time is kept while the forecast wants
+    // it, and retired once it does not (off, here).
+    assert!(decide(&e, &known(0, 1), &fleet, now)
+        .actions
+        .iter()
+        .all(|a| !matches!(a, FleetAction::Retire { .. })));
+    let two_stopped = [
+        fleet[0],
+        vm(VmState::Stopped, -7200, 1),
+        vm(VmState::Stopped, -7300, 1),
+    ];
+    let off = eff(|c| {
+        c.stopped_count = 1;
+        c.stopped_time = Duration::from_secs(600);
+    })
+    .with_forecast(&history, now);
+    assert_eq!(off.expected_peak, 0, "forecast off: history ignored");
+    assert!(matches!(
+        decide(&off, &known(0, 1), &two_stopped, now).actions[..],
+        [FleetAction::Retire { vm: 2, .. }]
+    ));
+}
+
+#[test]
 fn the_stopped_pool_is_refilled_and_fresh_vms_are_parked() {
     let e = eff(|c| c.stopped_count = 3);
     let fleet = [vm(VmState::Stopped, -10, 2)];
@@ -196,7 +242,11 @@ fn the_stopped_pool_is_refilled_and_fresh_vms_are_parked() {
         s.actions,
         vec![FleetAction::Create {
             count: 2,
-            why: Why::PoolRefill { want: 3, have: 1 }
+            why: Why::PoolRefill {
+                want: 3,
+                have: 1,
+                expected: 0
+            }
         }]
     );
     // Once booted and unused, they are stopped at once (their minimum bill is paid).
@@ -333,8 +383,11 @@ proptest! {
         running in 0u32..60,
         known_demand in any::<bool>(),
         at in 0i64..7200,
+        expected_peak in prop_oneof![Just(0u32), 0u32..120],
     ) {
-        let e = Settings::from_config(&config).unwrap().base().clone();
+        // Forecast on or off, with any expected demand; any time for late boots.
+        let mut e = Settings::from_config(&config).unwrap().base().clone();
+        e.expected_peak = expected_peak;
         let demand = if known_demand {
             Demand::Known { pending, running }
         } else {

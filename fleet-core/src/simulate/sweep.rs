@@ -4,7 +4,7 @@
 //! The grids (docs/policy.md lists them too). Baselines get grids at least as wide and as
 //! fine as ours on the settings they share:
 //! * fleet: idle_count {0,1,2} x idle_time {0,30s,1m,2m} x stopped_count {0,2,5,10,20}
-//!   x stopped_time {10m,30m,1h,2h,4h}, other settings from the stack;
+//!   x stopped_time {10m,30m,1h,2h,4h} x forecast {off,on}, other settings from the stack;
 //! * docker-machine: IdleCount {0..6,8,10,12,15,20,25,30,35,40,45,50} x IdleTime {0,30s,1m,
 //!   2m,5m,10m,15m,20m,30m,45m,1h};
 //! * taskscaler: idle_count as docker-machine x idle_time as docker-machine x scale_factor
@@ -57,23 +57,27 @@ pub fn grid(name: &str, config: &PolicyConfig, model: &Model, trace: &Trace) -> 
                 for idle_time in [0u64, 30, 60, 120] {
                     for stopped_count in [0u32, 2, 5, 10, 20] {
                         for stopped_time in [600u64, 1800, 3600, 7200, 14400] {
-                            let mut c = config.clone();
-                            c.idle_count = idle_count;
-                            c.idle_time = std::time::Duration::from_secs(idle_time);
-                            c.stopped_count = stopped_count.min(c.max_instances);
-                            c.stopped_time = std::time::Duration::from_secs(stopped_time);
-                            let Ok(s) = Settings::from_config(&c) else {
-                                continue;
-                            };
-                            out.push(Candidate {
-                                policy: PolicySpec::Fleet(Box::new(s)),
-                                params: params(json!({
-                                    "idle_count": idle_count,
-                                    "idle_time_s": idle_time,
-                                    "stopped_count": stopped_count,
-                                    "stopped_time_s": stopped_time,
-                                })),
-                            });
+                            for forecast in [false, true] {
+                                let mut c = config.clone();
+                                c.idle_count = idle_count;
+                                c.idle_time = std::time::Duration::from_secs(idle_time);
+                                c.stopped_count = stopped_count.min(c.max_instances);
+                                c.stopped_time = std::time::Duration::from_secs(stopped_time);
+                                c.forecast = forecast;
+                                let Ok(s) = Settings::from_config(&c) else {
+                                    continue;
+                                };
+                                out.push(Candidate {
+                                    policy: PolicySpec::Fleet(Box::new(s)),
+                                    params: params(json!({
+                                        "idle_count": idle_count,
+                                        "idle_time_s": idle_time,
+                                        "stopped_count": stopped_count,
+                                        "stopped_time_s": stopped_time,
+                                        "forecast": forecast,
+                                    })),
+                                });
+                            }
                         }
                     }
                 }

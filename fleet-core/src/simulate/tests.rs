@@ -149,3 +149,37 @@ fn fleet_learns_a_slow_boot_and_stops_hedging_after_the_first_burst() {
     // boots are measured (300 s) and the later bursts are not hedged again.
     assert_eq!(launches(90), 25);
 }
+
+#[test]
+fn fleet_with_a_forecast_pre_warms_the_pool_before_a_weekly_surge() {
+    use crate::stack::PolicyConfig;
+    use std::time::Duration;
+    // Twenty jobs every Monday at 9:00 (UTC; 1970-01-05 was a Monday), for three weeks.
+    let monday_9 = 4 * 86_400 + 9 * 3600;
+    let jobs: Vec<(i64, u32)> = (0..3)
+        .flat_map(|w| (0..20).map(move |_| (monday_9 + w * 7 * 86_400, 60)))
+        .collect();
+    let model = Model::default();
+    let run_with = |forecast: bool| {
+        let config = PolicyConfig {
+            max_instances: 50,
+            idle_time: Duration::ZERO,
+            stopped_count: 0,
+            stopped_time: Duration::from_secs(600),
+            forecast,
+            ..PolicyConfig::default()
+        };
+        let s = crate::autoscale::Settings::from_config(&config).unwrap();
+        run(&trace(&jobs), &model, &PolicySpec::Fleet(Box::new(s)), None)
+    };
+    // Without: every surge boots its VMs (the pool ages out in between).
+    let off = run_with(false);
+    assert_eq!(off.wait_p50_s, 90.0);
+    assert_eq!(off.starts, 0);
+    // With: the first surge boots; the next two find twenty stopped VMs, parked in the hour
+    // before, and wait only their resume.
+    let on = run_with(true);
+    assert_eq!(on.wait_max_s, 90.0);
+    assert_eq!(on.wait_p50_s, 30.0);
+    assert_eq!(on.starts, 40, "{on:?}");
+}

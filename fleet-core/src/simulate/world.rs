@@ -7,7 +7,9 @@ use std::collections::{BinaryHeap, VecDeque};
 use chrono::{DateTime, Utc};
 
 use super::{percentile, Metrics, Model, Trace};
-use crate::autoscale::{self, Effective, FleetAction, Phase, Settings, Timings, VmState, VmView};
+use crate::autoscale::{
+    self, Effective, FleetAction, Forecast, Phase, Settings, Timings, VmState, VmView,
+};
 use crate::ci::Demand;
 
 /// A modelled VM.
@@ -387,6 +389,8 @@ pub(crate) struct FleetDriver<'a> {
     timings: Timings,
     /// Each VM's state at the last decision, to see boots and resumes end.
     seen: Vec<VmState>,
+    /// Demand by hour of the week, recorded as `up` records it.
+    forecast: Forecast,
 }
 
 impl<'a> FleetDriver<'a> {
@@ -398,6 +402,7 @@ impl<'a> FleetDriver<'a> {
             views: Vec::new(),
             timings: Timings::default(),
             seen: Vec::new(),
+            forecast: Forecast::default(),
         }
     }
 
@@ -438,6 +443,8 @@ impl Driver for FleetDriver<'_> {
 
     fn decide(&mut self, w: &World, now: i64, _event: bool, out: &mut Vec<Act>) {
         let measured = self.measure(w);
+        let (pending, running) = (w.queue.len() as u32, w.busy_slots());
+        self.forecast.observe(at(now), pending + running);
         let minute = now.div_euclid(60);
         let e = match &mut self.cached {
             Some((m, e)) if *m == minute || !self.settings.has_periods() => {
@@ -451,6 +458,7 @@ impl Driver for FleetDriver<'_> {
                 &self.cached.as_ref().expect("just set").1
             }
         };
+        let e = &e.clone().with_forecast(&self.forecast, at(now));
         self.views.clear();
         for &i in &w.alive {
             let v = &w.vms[i];
@@ -466,10 +474,7 @@ impl Driver for FleetDriver<'_> {
                 running: v.running,
             });
         }
-        let demand = Demand::Known {
-            pending: w.queue.len() as u32,
-            running: w.busy_slots(),
-        };
+        let demand = Demand::Known { pending, running };
         let s = autoscale::decide(e, &demand, &self.views, at(now));
         for a in s.actions {
             out.push(match a {
@@ -482,9 +487,14 @@ impl Driver for FleetDriver<'_> {
     }
 
     fn next_tick(&self, w: &World, now: i64) -> i64 {
-        // Nothing ages while the fleet is empty and nothing waits.
+        // Nothing ages while the fleet is empty and nothing waits; only the forecast
+        // changes, at the hour.
         if w.alive.is_empty() && w.queue.is_empty() {
-            return i64::MAX;
+            return if self.settings.base().forecast {
+                (now.div_euclid(3600) + 1) * 3600
+            } else {
+                i64::MAX
+            };
         }
         now + self.tick_s
     }

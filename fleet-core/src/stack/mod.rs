@@ -270,13 +270,17 @@ pub struct PolicyConfig {
         with = "duration_serde"
     )]
     pub stopped_time: Duration,
-    /// Expected time from create to ready, used to choose between starting and creating.
+    /// Keep enough stopped VMs for the highest demand seen in this hour and the next in the
+    /// same hours of the last four weeks (see docs/policy.md).
+    #[serde(default)]
+    pub forecast: bool,
+    /// Expected time from create to ready, until measured (see docs/policy.md).
     #[serde(
         default = "crate::autoscale::settings::default_boot_time",
         with = "duration_serde"
     )]
     pub boot_time: Duration,
-    /// Expected time from start to ready.
+    /// Expected time from start to ready, until measured.
     #[serde(
         default = "crate::autoscale::settings::default_resume_time",
         with = "duration_serde"
@@ -305,6 +309,7 @@ impl Default for PolicyConfig {
             stopped_count: 0,
             stopped_max: None,
             stopped_time: crate::autoscale::settings::default_stopped_time(),
+            forecast: false,
             boot_time: crate::autoscale::settings::default_boot_time(),
             resume_time: crate::autoscale::settings::default_resume_time(),
             billing: crate::autoscale::BillingConfig::default(),

@@ -15,7 +15,7 @@ use std::collections::BTreeMap;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::autoscale::{Phase, Timings};
+use crate::autoscale::{Forecast, Phase, Timings};
 
 pub use backend::{LockInfo, StateBackend, StateError};
 pub use format::{FormatError, FORMAT_VERSION};
@@ -43,6 +43,9 @@ pub struct State {
     /// Boot and resume times measured on this fleet's VMs (the policy's expectations).
     #[serde(default, skip_serializing_if = "Timings::is_empty")]
     pub timings: Timings,
+    /// The highest demand seen in each hour of the last weeks (`policy.forecast`).
+    #[serde(default, skip_serializing_if = "Forecast::is_empty")]
+    pub forecast: Forecast,
 }
 
 impl State {
@@ -57,6 +60,7 @@ impl State {
             instances: BTreeMap::new(),
             resources: BTreeMap::new(),
             timings: Timings::default(),
+            forecast: Forecast::default(),
         }
     }
 
