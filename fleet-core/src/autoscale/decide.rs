@@ -300,6 +300,7 @@ fn paid_ahead(e: &Effective, v: &VmView, now: DateTime<Utc>) -> bool {
     }
 }
 
-fn secs(d: chrono::TimeDelta) -> u64 {
+/// Whole seconds of `d`, 0 when negative.
+pub(super) fn secs(d: chrono::TimeDelta) -> u64 {
     d.num_seconds().max(0) as u64
 }

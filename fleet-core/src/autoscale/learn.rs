@@ -16,6 +16,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
+use super::decide::secs;
 use crate::cloud::Observed;
 use crate::state::{Lifecycle, State};
 
@@ -179,10 +180,6 @@ pub fn measure(state: &mut State, observed: &Observed, now: DateTime<Utc>) -> bo
         }
     }
     changed
-}
-
-fn secs(d: chrono::TimeDelta) -> u64 {
-    d.num_seconds().max(0) as u64
 }
 
 /// How long a VM may take before it counts as late: twice the expected time, and at least
