@@ -231,6 +231,17 @@ daemon: {{ listen: '127.0.0.1:{port}', interval: 1s }}
         started.elapsed().as_secs_f64()
     );
 
+    // The daemon timed boots while it watched them (every reconcile while VMs warm), and
+    // kept the measurements in state.
+    let state: serde_json::Value = serde_json::from_slice(&std::fs::read(&cloud).unwrap()).unwrap();
+    assert!(
+        state["timings"]["boots"]
+            .as_array()
+            .is_some_and(|b| !b.is_empty()),
+        "no boot measured: {}",
+        state["timings"]
+    );
+
     // The daemon's metrics show GitLab's side: the API requests made and the job counts.
     let metrics = reqwest::get(format!("http://127.0.0.1:{port}/metrics"))
         .await
