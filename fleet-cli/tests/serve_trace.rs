@@ -264,6 +264,8 @@ daemon: {{ listen: '127.0.0.1:{port}', interval: 1s }}
         sim.counters().runners_created as f64
     );
     assert_eq!(value("fleet_demand_known"), 1.0);
+    // (The daemon keeps reconciling, so the count may have moved since state was read.)
+    assert!(value("fleet_warmup_measurements{phase=\"boot\"}") >= 1.0);
     assert_eq!(value("fleet_jobs{state=\"pending\"}"), 0.0);
     assert_eq!(
         value("fleet_oldest_pending_job_wait_seconds"),

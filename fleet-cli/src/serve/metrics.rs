@@ -17,6 +17,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 
+use fleet_core::autoscale::Phase;
 use fleet_core::ci::Demand;
 use fleet_core::plan::Action;
 use fleet_core::state::{Lifecycle, State, StateError};
@@ -50,6 +51,11 @@ const ACTIONS: [Action; 7] = [
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct JobStateLabel {
     state: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PhaseLabel {
+    phase: &'static str,
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -146,6 +152,8 @@ pub struct Metrics {
     oldest_wait: Gauge<f64, AtomicU64>,
     state_serial: Gauge,
     vm_hours: Gauge<f64, AtomicU64>,
+    measurements: Family<PhaseLabel, Gauge>,
+    measured: Family<PhaseLabel, Gauge>,
     reconciles: Family<ResultLabel, Counter>,
     triggers: Family<ReasonLabel, Counter>,
     in_progress: Gauge,
@@ -177,6 +185,8 @@ impl Metrics {
             oldest_wait: Gauge::default(),
             state_serial: Gauge::default(),
             vm_hours: Gauge::default(),
+            measurements: Family::default(),
+            measured: Family::default(),
             reconciles: Family::default(),
             triggers: Family::default(),
             in_progress: Gauge::default(),
@@ -230,6 +240,16 @@ impl Metrics {
             "fleet_vm_hours_estimated",
             "Hours since creation of every live VM the state records, summed (stopped time included; deleted VMs drop out)",
             m.vm_hours.clone(),
+        );
+        r.register(
+            "fleet_warmup_measurements",
+            "Boots and resumes measured closely enough to keep (the last 20 of each), by phase",
+            m.measurements.clone(),
+        );
+        r.register(
+            "fleet_warmup_measured_seconds",
+            "Median measured boot or resume time, which the policy expects instead of policy.boot_time / resume_time (set once 3 are kept)",
+            m.measured.clone(),
         );
         r.register(
             "fleet_reconciles",
@@ -429,6 +449,23 @@ impl Metrics {
                 .set(n);
         }
         self.vm_hours.set(hours);
+        for phase in [Phase::Boot, Phase::Resume] {
+            let label = PhaseLabel {
+                phase: phase.as_str(),
+            };
+            let kept = match phase {
+                Phase::Boot => state.timings.boots.len(),
+                Phase::Resume => state.timings.resumes.len(),
+            };
+            self.measurements
+                .get_or_create(&label)
+                .set(i64::try_from(kept).unwrap_or(i64::MAX));
+            if let Some(l) = state.timings.learned(phase) {
+                self.measured
+                    .get_or_create(&label)
+                    .set(i64::try_from(l.time.as_secs()).unwrap_or(i64::MAX));
+            }
+        }
         self.state_serial
             .set(i64::try_from(state.serial).unwrap_or(i64::MAX));
     }
