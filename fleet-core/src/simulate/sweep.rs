@@ -3,8 +3,9 @@
 //!
 //! The grids (docs/policy.md lists them too). Baselines get grids at least as wide and as
 //! fine as ours on the settings they share:
-//! * fleet: idle_count {0,1,2} x idle_time {0,30s,1m,2m} x stopped_count {0,2,5,10,20}
-//!   x stopped_time {10m,30m,1h,2h,4h} x forecast {off,on}, other settings from the stack;
+//! * fleet: idle_count {0,1,2} x idle_time {0,30s,1m,2m} x stopped_count {0,1,2,3,5,7,
+//!   10,15,20,30} x stopped_time {10m,30m,1h,2h,3h,4h,6h} x forecast {off,on}, other
+//!   settings from the stack;
 //! * docker-machine: IdleCount {0..6,8,10,12,15,20,25,30,35,40,45,50} x IdleTime {0,30s,1m,
 //!   2m,5m,10m,15m,20m,30m,45m,1h};
 //! * taskscaler: idle_count as docker-machine x idle_time as docker-machine x scale_factor
@@ -45,6 +46,8 @@ const IDLE_COUNTS: [u32; 18] = [
     0, 1, 2, 3, 4, 5, 6, 8, 10, 12, 15, 20, 25, 30, 35, 40, 45, 50,
 ];
 const IDLE_TIMES_S: [u32; 11] = [0, 30, 60, 120, 300, 600, 900, 1200, 1800, 2700, 3600];
+const STOPPED_COUNTS: [u32; 10] = [0, 1, 2, 3, 5, 7, 10, 15, 20, 30];
+const STOPPED_TIMES_S: [u64; 7] = [600, 1800, 3600, 7200, 10_800, 14_400, 21_600];
 
 /// The grid for `name`. `config` is the stack's policy (fleet's fixed settings, and
 /// max_instances as every baseline's limit); `trace` bounds the fixed fleet's grid.
@@ -55,8 +58,8 @@ pub fn grid(name: &str, config: &PolicyConfig, model: &Model, trace: &Trace) -> 
         "fleet" => {
             for idle_count in [0u32, 1, 2] {
                 for idle_time in [0u64, 30, 60, 120] {
-                    for stopped_count in [0u32, 2, 5, 10, 20] {
-                        for stopped_time in [600u64, 1800, 3600, 7200, 14400] {
+                    for stopped_count in STOPPED_COUNTS {
+                        for stopped_time in STOPPED_TIMES_S {
                             for forecast in [false, true] {
                                 let mut c = config.clone();
                                 c.idle_count = idle_count;
