@@ -11,7 +11,6 @@
 #[path = "../tests/common/mod.rs"]
 mod common;
 
-use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -103,11 +102,7 @@ daemon: {{ listen: '127.0.0.1:{port}', interval: 1h }}
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()?;
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().ok_or("no stdout")?).read_line(&mut line)?;
-    if !line.contains("listening on") {
-        return Err(format!("unexpected first line {line:?}").into());
-    }
+    common::serve_url(&mut child);
     let cloud = dir.path().join("sandbox-cloud.json");
 
     let mut latencies = Vec::with_capacity(iterations);

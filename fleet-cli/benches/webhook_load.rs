@@ -15,7 +15,6 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::Arc;
@@ -69,13 +68,7 @@ async fn main() -> Result<(), Error> {
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()?;
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().ok_or("no stdout")?).read_line(&mut line)?;
-    let url = line
-        .trim()
-        .strip_prefix("fleet-cli serve: listening on ")
-        .ok_or_else(|| format!("unexpected first line {line:?}"))?
-        .to_string();
+    let url = common::serve_url(&mut child);
     let result = run(&url, rate, seconds).await;
     // SAFETY: kill has no memory preconditions; the pid is our own child.
     unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };

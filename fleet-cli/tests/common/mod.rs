@@ -3,7 +3,9 @@
 // Each test crate uses some of them.
 #![allow(dead_code)]
 
+use std::io::{BufRead, BufReader};
 use std::path::Path;
+use std::process::Child;
 
 use serde_json::Value;
 
@@ -58,4 +60,16 @@ pub async fn agent_sim(token: &str) -> gitlab_sim::Sim {
     .unwrap();
     sim.add_project("team/app");
     sim
+}
+
+/// The address `fleet-cli serve` (started with its stdout piped) listens on, read from its
+/// first line of stdout; panics with that line when it is not the expected one.
+pub fn serve_url(child: &mut Child) -> String {
+    let stdout = child.stdout.take().expect("serve's stdout is piped");
+    let mut line = String::new();
+    BufReader::new(stdout).read_line(&mut line).unwrap();
+    line.trim()
+        .strip_prefix("fleet-cli serve: listening on ")
+        .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
+        .to_string()
 }
