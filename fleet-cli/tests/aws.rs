@@ -79,31 +79,46 @@ async fn sdk() -> aws_config::SdkConfig {
     fleet_providers::aws::sdk_config(Some("us-east-1"), Some(&moto()), 3).await
 }
 
-/// Live (pending or running) instances tagged with `stack`, read from moto directly.
-async fn live(stack: &str) -> Vec<aws_sdk_ec2::types::Instance> {
+/// Instances tagged with `stack` in any of `states` (all states when empty), read from moto
+/// directly.
+async fn instances(stack: &str, states: &[&str]) -> Vec<aws_sdk_ec2::types::Instance> {
     let ec2 = aws_sdk_ec2::Client::new(&sdk().await);
-    let out = ec2
-        .describe_instances()
-        .filters(
-            aws_sdk_ec2::types::Filter::builder()
-                .name("tag:fleet:stack")
-                .values(stack)
-                .build(),
-        )
-        .filters(
-            aws_sdk_ec2::types::Filter::builder()
-                .name("instance-state-name")
-                .values("pending")
-                .values("running")
-                .build(),
-        )
-        .send()
-        .await
-        .unwrap();
+    let mut req = ec2.describe_instances().filters(
+        aws_sdk_ec2::types::Filter::builder()
+            .name("tag:fleet:stack")
+            .values(stack)
+            .build(),
+    );
+    if !states.is_empty() {
+        let mut f = aws_sdk_ec2::types::Filter::builder().name("instance-state-name");
+        for s in states {
+            f = f.values(*s);
+        }
+        req = req.filters(f.build());
+    }
+    let out = req.send().await.unwrap();
     out.reservations()
         .iter()
         .flat_map(|r| r.instances())
         .cloned()
+        .collect()
+}
+
+/// Live (pending or running) instances tagged with `stack`.
+async fn live(stack: &str) -> Vec<aws_sdk_ec2::types::Instance> {
+    instances(stack, &["pending", "running"]).await
+}
+
+/// EC2 state names of every instance tagged with `stack`.
+async fn state_names(stack: &str) -> Vec<String> {
+    instances(stack, &[])
+        .await
+        .iter()
+        .filter_map(|i| {
+            i.state()
+                .and_then(|s| s.name())
+                .map(|n| n.as_str().to_string())
+        })
         .collect()
 }
 
@@ -507,29 +522,7 @@ async fn up_on_ec2_parks_a_pool_vm_and_starts_it_for_a_job() {
     assert!(why.contains("stopped pool"), "{why}");
     let why = up_until("stop");
     assert!(!why.is_empty());
-    let ec2 = aws_sdk_ec2::Client::new(&sdk().await);
-    let state_of = |out: aws_sdk_ec2::operation::describe_instances::DescribeInstancesOutput| {
-        out.reservations()
-            .iter()
-            .flat_map(|r| r.instances())
-            .filter_map(|i| {
-                i.state()
-                    .and_then(|s| s.name())
-                    .map(|n| n.as_str().to_string())
-            })
-            .collect::<Vec<_>>()
-    };
-    let filter = aws_sdk_ec2::types::Filter::builder()
-        .name("tag:fleet:stack")
-        .values(&name)
-        .build();
-    let states = state_of(
-        ec2.describe_instances()
-            .filters(filter.clone())
-            .send()
-            .await
-            .unwrap(),
-    );
+    let states = state_names(&name).await;
     assert!(
         states.iter().all(|s| s == "stopping" || s == "stopped"),
         "{states:?}"
@@ -545,13 +538,7 @@ async fn up_on_ec2_parks_a_pool_vm_and_starts_it_for_a_job() {
     .unwrap();
     let why = up_until("start");
     assert!(why.contains("jobs waiting"), "{why}");
-    let states = state_of(
-        ec2.describe_instances()
-            .filters(filter)
-            .send()
-            .await
-            .unwrap(),
-    );
+    let states = state_names(&name).await;
     assert!(
         states.iter().any(|s| s == "pending" || s == "running"),
         "{states:?}"
