@@ -263,25 +263,12 @@ mod tests {
         assert!(d.may_scale_in);
     }
 
-    fn t(s: i64) -> DateTime<Utc> {
-        DateTime::UNIX_EPOCH + chrono::Duration::seconds(1_700_000_000 + s)
-    }
+    use crate::autoscale::learn::tests::{instance, t};
 
     /// A state with one VM created at 0, running in the cloud, its runner #7 registered.
     fn one_vm(runner_online_at: Option<i64>) -> State {
         let mut state = State::new("s", "l");
-        let o = crate::cloud::ObservedInstance {
-            cloud_id: "i-1".into(),
-            name: "s-0001".into(),
-            lineage: "l".into(),
-            image: "img".into(),
-            instance_type: "small".into(),
-            spec_hash: "h".into(),
-            lifecycle: Lifecycle::Running,
-            address: None,
-            launched_at: t(0),
-            batch: None,
-        };
+        let o = instance(Lifecycle::Running);
         let mut rec = crate::state::InstanceRecord::from_observed(&o, None);
         rec.jobs.runner_id = Some(7);
         rec.jobs.runner_online_at = runner_online_at.map(t);

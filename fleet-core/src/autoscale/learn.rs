@@ -188,15 +188,17 @@ pub fn late_after(expected: Duration) -> Duration {
     (expected * 2).max(expected + Duration::from_secs(60))
 }
 
+/// Fixtures shared with the policy's tests (`crate::policy`).
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::ci::ObservedRunner;
     use crate::cloud::ObservedInstance;
     use crate::planner::refresh_facts;
     use crate::state::{InstanceRecord, Warming};
 
-    fn t(s: i64) -> DateTime<Utc> {
+    /// `s` seconds into the test's day.
+    pub(crate) fn t(s: i64) -> DateTime<Utc> {
         DateTime::UNIX_EPOCH + chrono::Duration::seconds(1_700_000_000 + s)
     }
 
@@ -212,7 +214,8 @@ mod tests {
         state
     }
 
-    fn instance(lifecycle: Lifecycle) -> ObservedInstance {
+    /// The cloud's view of VM `s-0001` (`i-1`), launched at 0.
+    pub(crate) fn instance(lifecycle: Lifecycle) -> ObservedInstance {
         ObservedInstance {
             cloud_id: "i-1".into(),
             name: "s-0001".into(),
