@@ -472,15 +472,7 @@ impl Metrics {
 
     /// Brings the cloud call counters up to the provider's running totals.
     pub fn record_cloud_calls(&self, totals: &BTreeMap<String, u64>) {
-        let mut seen = self.seen_calls.lock().unwrap_or_else(|e| e.into_inner());
-        for (op, &total) in totals {
-            let before = seen.insert(op.clone(), total).unwrap_or(0);
-            self.cloud_calls
-                .get_or_create(&OperationLabel {
-                    operation: op.clone(),
-                })
-                .inc_by(total.saturating_sub(before));
-        }
+        add_since(&self.seen_calls, &self.cloud_calls, totals);
     }
 
     /// The longest current wait, from when the oldest waiting job was queued.
@@ -493,18 +485,7 @@ impl Metrics {
 
     /// Adds the GitLab requests made since the last call (`totals` are running totals).
     pub fn record_gitlab_calls(&self, totals: &BTreeMap<String, u64>) {
-        let mut seen = self
-            .seen_gitlab_calls
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
-        for (op, &total) in totals {
-            let before = seen.insert(op.clone(), total).unwrap_or(0);
-            self.gitlab_calls
-                .get_or_create(&OperationLabel {
-                    operation: op.clone(),
-                })
-                .inc_by(total.saturating_sub(before));
-        }
+        add_since(&self.seen_gitlab_calls, &self.gitlab_calls, totals);
     }
 
     /// A webhook was answered.
@@ -547,5 +528,22 @@ impl Metrics {
             )),
             Some(_) => Ok(()),
         }
+    }
+}
+
+/// Adds to `counters` what each running total in `totals` gained since `seen` last saw it.
+fn add_since(
+    seen: &Mutex<BTreeMap<String, u64>>,
+    counters: &Family<OperationLabel, Counter>,
+    totals: &BTreeMap<String, u64>,
+) {
+    let mut seen = seen.lock().unwrap_or_else(|e| e.into_inner());
+    for (op, &total) in totals {
+        let before = seen.insert(op.clone(), total).unwrap_or(0);
+        counters
+            .get_or_create(&OperationLabel {
+                operation: op.clone(),
+            })
+            .inc_by(total.saturating_sub(before));
     }
 }
