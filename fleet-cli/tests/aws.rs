@@ -134,13 +134,7 @@ async fn live_instances(stack: &str) -> Vec<String> {
 }
 
 fn json(o: &Output) -> Value {
-    assert!(
-        o.status.success(),
-        "exit {:?}\nstdout:\n{}\nstderr:\n{}",
-        o.status,
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    );
+    common::assert_ok(o);
     serde_json::from_slice(&o.stdout).unwrap()
 }
 
@@ -627,7 +621,7 @@ fn sigkill_at_fifty_points_on_ec2_leaks_and_duplicates_nothing() {
             dir.path(),
             &["up", "--yes", "--set", &set_name, "--set", &set],
         );
-        json_ok(&o);
+        common::assert_ok(&o);
         let live = rt.block_on(live_names(&name));
         let context = format!("round {round} (killed after {wait:?})");
         let unique: std::collections::BTreeSet<&String> = live.iter().collect();
@@ -667,15 +661,4 @@ fn sigkill_at_fifty_points_on_ec2_leaks_and_duplicates_nothing() {
         dir.path(),
         &["destroy", "--yes", "--json", "--set", &set_name],
     ));
-}
-
-/// Exit 0, or fail showing the output.
-fn json_ok(o: &Output) {
-    assert!(
-        o.status.success(),
-        "exit {:?}\nstdout:\n{}\nstderr:\n{}",
-        o.status,
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    );
 }

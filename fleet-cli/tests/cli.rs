@@ -113,21 +113,11 @@ fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
 }
 
-fn ok(o: &Output) {
-    assert!(
-        o.status.success(),
-        "exit {:?}\nstdout:\n{}\nstderr:\n{}",
-        o.status,
-        text(&o.stdout),
-        text(&o.stderr)
-    );
-}
-
 #[test]
 fn up_preview_scale_and_destroy() {
     let s = Sandbox::new();
     let o = s.run(&["up", "--yes"]);
-    ok(&o);
+    common::assert_ok(&o);
     assert!(
         text(&o.stdout).contains("Applied: 4 created"),
         "{}",
@@ -162,14 +152,14 @@ fn up_preview_scale_and_destroy() {
     );
 
     let o = s.run(&["plan", "--json", "--set", "policy.min_instances=5"]);
-    ok(&o);
+    common::assert_ok(&o);
     let plan: Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(plan["summary"]["create"], 2);
     assert_eq!(plan["changes"][0]["action"], "create");
     s.assert_converged(3, "preview changes nothing");
 
     let o = s.run(&["destroy", "--yes"]);
-    ok(&o);
+    common::assert_ok(&o);
     assert!(s.alive().is_empty(), "destroy leaves no instance");
     assert_eq!(s.resources_in_cloud(), 0, "destroy leaves no resource");
     assert!(s.state()["instances"].as_object().unwrap().is_empty());
@@ -206,12 +196,12 @@ fn sigkill_after_a_cloud_call_then_up_converges() {
             "{point}: the process must have been killed: {}",
             text(&o.stderr)
         );
-        ok(&s.run(&["up", "--yes", "--set", "policy.min_instances=5"]));
+        common::assert_ok(&s.run(&["up", "--yes", "--set", "policy.min_instances=5"]));
         s.assert_converged(5, point);
     }
     for point in ["delete:1", "delete:2"] {
         let s = Sandbox::new();
-        ok(&s.run(&["up", "--yes", "--set", "policy.min_instances=5"]));
+        common::assert_ok(&s.run(&["up", "--yes", "--set", "policy.min_instances=5"]));
         let crash = format!("provider.crash_after={point}");
         let o = s.run(&[
             "up",
@@ -224,7 +214,7 @@ fn sigkill_after_a_cloud_call_then_up_converges() {
             &crash,
         ]);
         assert_eq!(o.status.signal(), Some(9), "{point}");
-        ok(&s.run(&["up", "--yes", "--set", "policy.min_instances=2"]));
+        common::assert_ok(&s.run(&["up", "--yes", "--set", "policy.min_instances=2"]));
         s.assert_converged(2, point);
     }
 }
@@ -261,7 +251,7 @@ fn sigkill_at_random_moments_then_up_converges() {
         let _ = child.kill();
         let _ = child.wait();
         let o = s.run(&["up", "--yes", "--set", &set]);
-        ok(&o);
+        common::assert_ok(&o);
         s.assert_converged(want, &format!("round {round} (killed after {wait:?})"));
     }
     assert!(
@@ -309,7 +299,7 @@ fn two_ups_at_once_one_waits_or_reports_the_holder() {
 
     // With --lock-timeout the second one waits, then finds nothing left to do.
     let o = s.run(&["up", "--yes", "--lock-timeout", "60s"]);
-    ok(&o);
+    common::assert_ok(&o);
     assert!(
         text(&o.stderr).contains("waiting up to"),
         "{}",
@@ -329,9 +319,9 @@ fn saved_plans_apply_exactly_and_only_on_their_serial() {
     let s = Sandbox::new();
     let plan = s.dir.path().join("plan.json");
     let p = plan.to_str().unwrap();
-    ok(&s.run(&["plan", "--out", p, "--set", "policy.min_instances=4"]));
+    common::assert_ok(&s.run(&["plan", "--out", p, "--set", "policy.min_instances=4"]));
     // Applying the saved plan does what it says, whatever the stack says now.
-    ok(&s.run(&["up", "--yes", "--plan", p]));
+    common::assert_ok(&s.run(&["up", "--yes", "--plan", p]));
     s.assert_converged(4, "saved plan");
     // The same plan again: the state moved since it was made.
     let o = s.run(&["up", "--yes", "--plan", p]);
@@ -427,9 +417,9 @@ fn json_output_stays_parseable_when_apply_is_declined() {
 #[test]
 fn state_commands_list_show_rm_and_import() {
     let s = Sandbox::new();
-    ok(&s.run(&["up", "--yes", "--set", "policy.min_instances=2"]));
+    common::assert_ok(&s.run(&["up", "--yes", "--set", "policy.min_instances=2"]));
     let o = s.run(&["state", "list", "--json"]);
-    ok(&o);
+    common::assert_ok(&o);
     let list: Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(list["instances"].as_array().unwrap().len(), 2);
     let id = list["instances"][0]["cloud_id"]
@@ -438,11 +428,11 @@ fn state_commands_list_show_rm_and_import() {
         .to_string();
 
     let o = s.run(&["state", "show", "sandbox-0001"]);
-    ok(&o);
+    common::assert_ok(&o);
     assert!(text(&o.stdout).contains(&id));
 
     // rm forgets the record; the instance still carries our tags, so the next plan adopts it.
-    ok(&s.run(&["state", "rm", "sandbox-0001"]));
+    common::assert_ok(&s.run(&["state", "rm", "sandbox-0001"]));
     let o = s.run(&["preview", "--set", "policy.min_instances=2"]);
     assert!(
         text(&o.stdout).contains("~ instance  sandbox-0001"),
@@ -451,7 +441,7 @@ fn state_commands_list_show_rm_and_import() {
     );
 
     // import records it again under a name of our choosing.
-    ok(&s.run(&["state", "import", "sandbox-0001", &id]));
+    common::assert_ok(&s.run(&["state", "import", "sandbox-0001", &id]));
     let o = s.run(&[
         "preview",
         "--detailed-exitcode",
@@ -470,16 +460,16 @@ fn state_commands_list_show_rm_and_import() {
 #[test]
 fn refresh_forgets_instances_deleted_behind_our_back() {
     let s = Sandbox::new();
-    ok(&s.run(&["up", "--yes", "--set", "policy.min_instances=2"]));
+    common::assert_ok(&s.run(&["up", "--yes", "--set", "policy.min_instances=2"]));
     // Someone deletes an instance in the cloud console.
     let p = s.dir.path().join(".fleet/sandbox-cloud.json");
     let mut world: Value = serde_json::from_slice(&std::fs::read(&p).unwrap()).unwrap();
     world["instances"][0]["terminated_at"] = Value::String("2026-11-01T00:00:00Z".into());
     std::fs::write(&p, serde_json::to_vec(&world).unwrap()).unwrap();
     let o = s.run(&["refresh"]);
-    ok(&o);
+    common::assert_ok(&o);
     assert!(text(&o.stdout).contains("forget"), "{}", text(&o.stdout));
     assert_eq!(s.state()["instances"].as_object().unwrap().len(), 1);
-    ok(&s.run(&["up", "--yes", "--set", "policy.min_instances=2"]));
+    common::assert_ok(&s.run(&["up", "--yes", "--set", "policy.min_instances=2"]));
     s.assert_converged(2, "after refresh and up");
 }

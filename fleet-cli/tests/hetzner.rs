@@ -3,6 +3,7 @@
 //! waits for the actions, reaches a fixed point, adopts after the state is lost, and
 //! `destroy` deletes every server.
 
+mod common;
 #[path = "../../fleet-providers/tests/hetzner_double/mod.rs"]
 mod hetzner_double;
 
@@ -43,23 +44,13 @@ async fn run(stack: &Path, args: &[&str]) -> Output {
         .unwrap()
 }
 
-fn ok(o: &Output) {
-    assert!(
-        o.status.success(),
-        "exit {:?}\nstdout:\n{}\nstderr:\n{}",
-        o.status,
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    );
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn up_adopt_and_destroy_on_the_api_double() {
     let d = Double::start().await;
     let dir = tempfile::tempdir().unwrap();
     let s = stack(dir.path(), &d.url);
 
-    ok(&run(&s, &["up", "--yes"]).await);
+    common::assert_ok(&run(&s, &["up", "--yes"]).await);
     {
         let w = d.world();
         assert_eq!(w.servers.len(), 2);
@@ -86,13 +77,13 @@ async fn up_adopt_and_destroy_on_the_api_double() {
     );
 
     std::fs::remove_file(dir.path().join(".fleet/hetzner.state.json")).unwrap();
-    ok(&run(&s, &["up", "--yes"]).await);
+    common::assert_ok(&run(&s, &["up", "--yes"]).await);
     assert_eq!(
         d.world().servers.len(),
         2,
         "lost state: adopted, not created again"
     );
 
-    ok(&run(&s, &["destroy", "--yes"]).await);
+    common::assert_ok(&run(&s, &["destroy", "--yes"]).await);
     assert!(d.world().servers.is_empty());
 }

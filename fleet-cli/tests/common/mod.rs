@@ -5,7 +5,7 @@
 
 use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::Child;
+use std::process::{Child, Output};
 
 use serde_json::Value;
 
@@ -72,4 +72,15 @@ pub fn serve_url(child: &mut Child) -> String {
         .strip_prefix("fleet-cli serve: listening on ")
         .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
         .to_string()
+}
+
+/// Fails, showing the exit status, stdout and stderr, unless the command exited 0.
+pub fn assert_ok(o: &Output) {
+    assert!(
+        o.status.success(),
+        "exit {:?}\nstdout:\n{}\nstderr:\n{}",
+        o.status,
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
 }
