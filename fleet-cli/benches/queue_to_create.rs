@@ -41,11 +41,6 @@ fn launches(file: &Path) -> Vec<DateTime<Utc>> {
         .collect()
 }
 
-fn percentile(sorted: &[f64], p: f64) -> f64 {
-    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
-    sorted[i.min(sorted.len() - 1)]
-}
-
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() -> Result<(), Error> {
     let iterations: usize = std::env::args()
@@ -143,8 +138,8 @@ daemon: {{ listen: '127.0.0.1:{port}', interval: 1h }}
     println!(
         "job queued -> webhook -> serve reconcile -> cloud create issued: n={} p50={:.2} ms p99={:.2} ms max={:.2} ms",
         latencies.len(),
-        percentile(&latencies, 0.5),
-        percentile(&latencies, 0.99),
+        common::percentile(&latencies, 0.5),
+        common::percentile(&latencies, 0.99),
         latencies.last().copied().unwrap_or(0.0)
     );
     Ok(())

@@ -36,11 +36,6 @@ fn sample(text: &str, series: &str) -> Option<f64> {
         .and_then(|(_, v)| v.parse().ok())
 }
 
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
-    sorted[i.min(sorted.len() - 1)]
-}
-
 fn ms(d: Duration) -> String {
     format!("{:.2} ms", d.as_secs_f64() * 1000.0)
 }
@@ -180,9 +175,9 @@ async fn run(url: &str, rate: u64, seconds: u64) -> Result<(), Error> {
     println!("statuses: {statuses:?}; daemon counted {accepted} accepted");
     println!(
         "latency: p50={} p90={} p99={} max={}",
-        ms(percentile(&latencies, 0.5)),
-        ms(percentile(&latencies, 0.9)),
-        ms(percentile(&latencies, 0.99)),
+        ms(common::percentile(&latencies, 0.5)),
+        ms(common::percentile(&latencies, 0.9)),
+        ms(common::percentile(&latencies, 0.99)),
         ms(*latencies.last().ok_or("no requests")?)
     );
     println!(

@@ -84,3 +84,9 @@ pub fn assert_ok(o: &Output) {
         String::from_utf8_lossy(&o.stderr)
     );
 }
+
+/// The `p` quantile (0 to 1) of `sorted`, nearest rank; for the benches' latency reports.
+pub fn percentile<T: Copy>(sorted: &[T], p: f64) -> T {
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i.min(sorted.len() - 1)]
+}
