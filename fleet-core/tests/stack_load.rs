@@ -349,7 +349,7 @@ fn the_webhook_secret_comes_from_the_environment_and_must_not_be_empty() {
 #[test]
 fn runner_keys_for_the_templates_have_defaults() {
     let r = load(BASE).unwrap().stack.runner;
-    assert_eq!(r.executor, fleet_core::stack::Executor::Docker);
+    assert_eq!(r.executor, fleet_core::stack::RunnerExecutor::Docker);
     assert_eq!(r.docker_image, "alpine:3.20");
     assert_eq!(r.metrics_listen, "0.0.0.0:9252");
     assert_eq!(r.drain_timeout, std::time::Duration::from_secs(7200));

@@ -4,9 +4,10 @@
 use chrono::{DateTime, Utc};
 
 use super::learn::late_after;
-use super::settings::{BillingUnit, Effective};
+use super::secs;
 use super::{FleetAction, Scaling, VmState, VmView, Why};
 use crate::ci::Demand;
+use crate::stack::{BillingUnit, Effective};
 
 /// Decides what to do with `fleet` for `demand` at `now` under settings `e` (already
 /// resolved for `now`, see [`super::Settings::at`]).
@@ -298,9 +299,4 @@ fn paid_ahead(e: &Effective, v: &VmView, now: DateTime<Utc>) -> bool {
             3600 - into_hour > e.billing.margin.as_secs()
         }
     }
-}
-
-/// Whole seconds of `d`, 0 when negative.
-pub(super) fn secs(d: chrono::TimeDelta) -> u64 {
-    d.num_seconds().max(0) as u64
 }

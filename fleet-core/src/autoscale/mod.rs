@@ -8,7 +8,6 @@
 mod decide;
 pub mod forecast;
 pub mod learn;
-pub mod settings;
 #[cfg(test)]
 mod tests;
 
@@ -20,7 +19,6 @@ use serde::{Deserialize, Serialize};
 pub use decide::decide;
 pub use forecast::Forecast;
 pub use learn::{Phase, Timings};
-pub use settings::{BillingConfig, BillingUnit, Effective, PeriodConfig, Settings};
 
 /// A VM's state as the policy sees it (cloud lifecycle joined with the runner's job facts).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -279,4 +277,9 @@ impl Scaling {
             })
             .sum()
     }
+}
+
+/// Whole seconds in `d`, 0 for a negative span.
+pub(crate) fn secs(d: chrono::TimeDelta) -> u64 {
+    d.num_seconds().max(0) as u64
 }

@@ -109,7 +109,7 @@ fn fleet_resumes_stopped_vms_for_a_burst() {
         stopped_count: 3,
         ..PolicyConfig::default()
     };
-    let s = crate::autoscale::Settings::from_config(&config).unwrap();
+    let s = crate::stack::Settings::from_config(&config).unwrap();
     let model = Model::default();
     // A lone job first (waits a boot; the pool is refilled meanwhile), then a burst of
     // three an hour later: served from the stopped pool in resume time.
@@ -140,7 +140,7 @@ fn fleet_learns_a_slow_boot_and_stops_hedging_after_the_first_burst() {
             boot_time: Duration::from_secs(boot_time),
             ..PolicyConfig::default()
         };
-        let s = crate::autoscale::Settings::from_config(&config).unwrap();
+        let s = crate::stack::Settings::from_config(&config).unwrap();
         run(&trace(&jobs), &model, &PolicySpec::Fleet(Box::new(s)), None).launches
     };
     // Told the truth, one VM per job.
@@ -169,7 +169,7 @@ fn fleet_with_a_forecast_pre_warms_the_pool_before_a_weekly_surge() {
             forecast,
             ..PolicyConfig::default()
         };
-        let s = crate::autoscale::Settings::from_config(&config).unwrap();
+        let s = crate::stack::Settings::from_config(&config).unwrap();
         run(&trace(&jobs), &model, &PolicySpec::Fleet(Box::new(s)), None)
     };
     // Without: every surge boots its VMs (the pool ages out in between).

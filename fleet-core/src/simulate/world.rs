@@ -7,10 +7,10 @@ use std::collections::{BinaryHeap, VecDeque};
 use chrono::{DateTime, Utc};
 
 use super::{percentile, Metrics, Model, Trace};
-use crate::autoscale::{
-    self, Effective, FleetAction, Forecast, Phase, Settings, Timings, VmState, VmView,
-};
+use crate::autoscale::{self, FleetAction, Forecast, Phase, Timings, VmState, VmView};
 use crate::ci::Demand;
+use crate::stack::Effective;
+use crate::stack::Settings;
 
 /// A modelled VM.
 #[derive(Debug, Clone, Copy)]

@@ -1,5 +1,6 @@
-//! The demand policy's settings as the stack declares them (`policy:`), and the settings in
-//! force at one moment once `periods` are applied.
+//! The `policy:` section of the stack: the settings as declared ([`PolicyConfig`], with its
+//! billing and `periods`), checked and compiled once when the stack loads ([`Settings`],
+//! cron schedules parsed), and the settings in force at one moment ([`Effective`]).
 
 use std::str::FromStr;
 use std::time::Duration;
@@ -7,7 +8,90 @@ use std::time::Duration;
 use chrono::{DateTime, DurationRound, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::stack::{duration_serde, PolicyConfig};
+use super::{duration_serde, opt_duration_serde};
+
+/// `policy:`: how many VMs the fleet keeps.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PolicyConfig {
+    /// Never fewer VMs than this.
+    #[serde(default)]
+    pub min_instances: u32,
+    /// Never more VMs than this.
+    #[serde(default = "default_max_instances")]
+    pub max_instances: u32,
+    /// Jobs one VM runs at once (the runner's `concurrent`).
+    #[serde(default = "default_one")]
+    pub capacity_per_instance: u32,
+    /// Spare job slots kept running (GitLab's `idle_count`, counted in slots).
+    #[serde(default)]
+    pub idle_count: u32,
+    /// How long a VM stays running idle before it is stopped or retired.
+    #[serde(default = "default_idle_time", with = "duration_serde")]
+    pub idle_time: Duration,
+    /// Spare slots as a factor of slots in use, when more than `idle_count` (0: off).
+    #[serde(default)]
+    pub scale_factor: f64,
+    /// Cap on what `scale_factor` asks for (0: no cap).
+    #[serde(default)]
+    pub scale_factor_limit: u32,
+    /// VMs being created or started at once (0: no limit).
+    #[serde(default)]
+    pub max_growth_rate: u32,
+    /// Jobs after which a VM is retired (0: no limit).
+    #[serde(default)]
+    pub max_use_count: u32,
+    /// Stopped, already provisioned VMs kept at least, resumed on demand.
+    #[serde(default)]
+    pub stopped_count: u32,
+    /// Stopped VMs kept at most; 0 never stops VMs (clouds that bill stopped VMs).
+    /// Defaults to `max_instances`.
+    #[serde(default)]
+    pub stopped_max: Option<u32>,
+    /// How long a stopped VM above `stopped_count` is kept after its last job.
+    #[serde(default = "default_stopped_time", with = "duration_serde")]
+    pub stopped_time: Duration,
+    /// Keep enough stopped VMs for the highest demand seen in this hour and the next in the
+    /// same hours of the last four weeks (see docs/policy.md).
+    #[serde(default)]
+    pub forecast: bool,
+    /// Expected time from create to ready, until measured (see docs/policy.md).
+    #[serde(default = "default_boot_time", with = "duration_serde")]
+    pub boot_time: Duration,
+    /// Expected time from start to ready, until measured.
+    #[serde(default = "default_resume_time", with = "duration_serde")]
+    pub resume_time: Duration,
+    /// How the cloud bills running VMs.
+    #[serde(default)]
+    pub billing: BillingConfig,
+    /// Settings that override these on a schedule; the last matching entry wins.
+    #[serde(default)]
+    pub periods: Vec<PeriodConfig>,
+}
+
+impl Default for PolicyConfig {
+    fn default() -> Self {
+        PolicyConfig {
+            min_instances: 0,
+            max_instances: default_max_instances(),
+            capacity_per_instance: 1,
+            idle_count: 0,
+            idle_time: default_idle_time(),
+            scale_factor: 0.0,
+            scale_factor_limit: 0,
+            max_growth_rate: 0,
+            max_use_count: 0,
+            stopped_count: 0,
+            stopped_max: None,
+            stopped_time: default_stopped_time(),
+            forecast: false,
+            boot_time: default_boot_time(),
+            resume_time: default_resume_time(),
+            billing: BillingConfig::default(),
+            periods: Vec::new(),
+        }
+    }
+}
 
 /// How the cloud bills a running VM (`policy.billing`).
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
@@ -63,7 +147,7 @@ pub struct PeriodConfig {
     #[serde(default)]
     pub idle_count: Option<u32>,
     /// Overrides `policy.idle_time`.
-    #[serde(default, with = "opt_duration")]
+    #[serde(default, with = "opt_duration_serde")]
     pub idle_time: Option<Duration>,
     /// Overrides `policy.scale_factor`.
     #[serde(default)]
@@ -75,39 +159,26 @@ pub struct PeriodConfig {
     #[serde(default)]
     pub stopped_count: Option<u32>,
     /// Overrides `policy.stopped_time`.
-    #[serde(default, with = "opt_duration")]
+    #[serde(default, with = "opt_duration_serde")]
     pub stopped_time: Option<Duration>,
 }
 
-mod opt_duration {
-    use std::time::Duration;
-
-    use serde::{Deserialize, Deserializer, Serializer};
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
-        #[derive(Deserialize)]
-        struct W(#[serde(with = "crate::stack::duration_serde")] Duration);
-        Ok(Option::<W>::deserialize(d)?.map(|w| w.0))
-    }
-
-    pub fn serialize<S: Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
-        match d {
-            Some(d) => crate::stack::duration_serde::serialize(d, s),
-            None => s.serialize_none(),
-        }
-    }
+fn default_one() -> u32 {
+    1
 }
-
-pub(crate) fn default_idle_time() -> Duration {
+fn default_max_instances() -> u32 {
+    10
+}
+fn default_idle_time() -> Duration {
     Duration::from_secs(60)
 }
-pub(crate) fn default_stopped_time() -> Duration {
+fn default_stopped_time() -> Duration {
     Duration::from_secs(30 * 60)
 }
-pub(crate) fn default_boot_time() -> Duration {
+fn default_boot_time() -> Duration {
     Duration::from_secs(90)
 }
-pub(crate) fn default_resume_time() -> Duration {
+fn default_resume_time() -> Duration {
     Duration::from_secs(30)
 }
 fn default_billing_minimum() -> Duration {
@@ -188,29 +259,27 @@ pub struct Settings {
     periods: Vec<Period>,
 }
 
-impl Effective {
-    /// With `forecast` on, these settings with the demand `forecast` expects at `now`.
-    pub fn with_forecast(mut self, forecast: &super::Forecast, now: DateTime<Utc>) -> Effective {
-        if self.forecast {
-            self.expected_peak = forecast.expected_peak(now);
-        }
-        self
-    }
-
-    /// These settings with `boot_time` and `resume_time` replaced by what was measured,
-    /// where enough was (see [`super::learn`]).
-    pub fn learn(mut self, timings: &super::Timings) -> Effective {
-        if let Some(l) = timings.learned(super::Phase::Boot) {
-            self.boot_time = l.time;
-        }
-        if let Some(l) = timings.learned(super::Phase::Resume) {
-            self.resume_time = l.time;
-        }
-        self
+impl Default for Settings {
+    /// The settings of an empty `policy:` section.
+    fn default() -> Settings {
+        Settings::from_config(&PolicyConfig::default())
+            .expect("the default policy settings are consistent")
     }
 }
 
 impl Settings {
+    /// The same settings without a stopped pool, for a cloud that cannot stop VMs (or
+    /// bills stopped ones): running spares only.
+    pub fn without_stopped_pool(&self) -> Settings {
+        let mut s = self.clone();
+        s.base.stopped_count = 0;
+        s.base.stopped_max = 0;
+        for p in &mut s.periods {
+            p.config.stopped_count = None;
+        }
+        s
+    }
+
     /// Checks and compiles the stack's `policy:` section.
     pub fn from_config(c: &PolicyConfig) -> Result<Settings, SettingsProblem> {
         let problem = |path: String, message: String, hint: &str| SettingsProblem {
