@@ -15,10 +15,12 @@
 //! and finish jobs, this closes the loop for demos and end-to-end tests. Like a real cloud's
 //! user data, the token is kept in the sandbox's own file, never in the fleet's state.
 
+mod agent;
+mod faults;
+mod settings;
+mod world;
+
 use std::collections::BTreeMap;
-use std::fs::{self, OpenOptions};
-use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::Duration;
@@ -26,8 +28,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use rand::rngs::StdRng;
-use rand::{Rng, SeedableRng};
-use serde::{Deserialize, Serialize};
+use rand::SeedableRng;
 
 use fleet_core::cloud::Lifecycle;
 use fleet_core::cloud::{
@@ -36,110 +37,12 @@ use fleet_core::cloud::{
 };
 use fleet_core::naming::{self, tags};
 use fleet_core::resource::ResourceSpec;
-use fleet_core::stack::{duration_serde, LoadedStack, StackError};
+use fleet_core::stack::{LoadedStack, StackError};
 
-/// `provider:` settings of the sandbox.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct SandboxSettings {
-    /// Time from create until an instance reports `running`.
-    #[serde(default = "default_boot", with = "duration_serde")]
-    pub boot_time: Duration,
-    /// Time from start (of a stopped instance) until it reports `running` again.
-    #[serde(default = "default_resume", with = "duration_serde")]
-    pub resume_time: Duration,
-    /// Delay added to every call.
-    #[serde(default, with = "duration_serde")]
-    pub latency: Duration,
-    /// Share of calls that fail (0 to 1).
-    #[serde(default)]
-    pub failure_rate: f64,
-    /// Seed of the failure draw.
-    #[serde(default = "default_seed")]
-    pub seed: u64,
-    /// Largest batch per call.
-    #[serde(default = "default_max_batch")]
-    pub max_batch: usize,
-    /// Instance types the sandbox offers; empty accepts any.
-    #[serde(default)]
-    pub instance_types: Vec<String>,
-    /// The file the sandbox cloud lives in (default: beside the state file).
-    #[serde(default)]
-    pub cloud_file: Option<PathBuf>,
-    /// Test instrumentation: `create:N` or `delete:N` kills this process with SIGKILL right
-    /// after its Nth create or delete call took effect.
-    #[serde(default)]
-    pub crash_after: Option<String>,
-    /// Booted instances verify the runner token in their user data with
-    /// `runner.gitlab_url`, as the `gitlab-runner` on a real VM does.
-    #[serde(default)]
-    pub runner_agent: bool,
-}
-
-fn default_boot() -> Duration {
-    Duration::from_secs(5)
-}
-fn default_resume() -> Duration {
-    Duration::from_secs(2)
-}
-fn default_seed() -> u64 {
-    1
-}
-fn default_max_batch() -> usize {
-    100
-}
-
-/// The sandbox's world, as stored in its file.
-#[derive(Debug, Default, Serialize, Deserialize)]
-pub struct World {
-    /// Next id number.
-    pub next_id: u64,
-    /// Every instance, terminated ones kept for an hour.
-    pub instances: Vec<SandboxInstance>,
-    /// Supporting resources.
-    pub resources: Vec<SandboxResource>,
-}
-
-/// An instance in the sandbox.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct SandboxInstance {
-    /// Cloud id (`sbx-000001`).
-    pub id: String,
-    /// Tags given at creation.
-    pub tags: BTreeMap<String, String>,
-    /// Image.
-    pub image: String,
-    /// Instance type.
-    pub instance_type: String,
-    /// When it was created.
-    pub launched_at: DateTime<Utc>,
-    /// When it was terminated.
-    #[serde(default)]
-    pub terminated_at: Option<DateTime<Utc>>,
-    /// When it was stopped, while it is stopped.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub stopped_at: Option<DateTime<Utc>>,
-    /// When it was last started again after a stop.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub started_at: Option<DateTime<Utc>>,
-    /// The runner token its user data carries, while its runner agent has not verified it
-    /// (the cloud's copy of the user data; cleared once verified).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub runner_token: Option<String>,
-}
-
-/// A supporting resource in the sandbox.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct SandboxResource {
-    /// Cloud id.
-    pub id: String,
-    /// Kind.
-    pub kind: String,
-    /// Cloud-side name.
-    pub cloud_name: String,
-    /// Tags given at creation.
-    pub tags: BTreeMap<String, String>,
-}
+use agent::runner_token_in;
+use faults::{parse_crash, Injection};
+pub use settings::SandboxSettings;
+pub use world::{SandboxInstance, SandboxResource, World};
 
 /// The sandbox cloud.
 pub struct SandboxCloud {
@@ -219,45 +122,6 @@ impl SandboxCloud {
         Ok(cloud)
     }
 
-    /// Runner agents of instances that are running now verify their tokens. One that
-    /// fails tries again at the next observation.
-    async fn run_agents(&self, now: DateTime<Utc>) -> Result<(), CloudError> {
-        let Some((url, client)) = &self.agent else {
-            return Ok(());
-        };
-        let due: Vec<(String, String)> = self.with_world(false, |w| {
-            Ok(w.instances
-                .iter()
-                .filter(|i| self.observed(i, now).lifecycle == Lifecycle::Running)
-                .filter_map(|i| Some((i.id.clone(), i.runner_token.clone()?)))
-                .collect())
-        })?;
-        let mut verified = Vec::new();
-        for (id, token) in due {
-            let answer = client
-                .post(format!("{url}/api/v4/runners/verify"))
-                .json(&serde_json::json!({ "token": token, "system_id": format!("s_{id}") }))
-                .send()
-                .await;
-            match answer {
-                Ok(r) if r.status().is_success() => verified.push(id),
-                Ok(r) => {
-                    tracing::debug!(instance = %id, status = %r.status(), "runner verify refused")
-                }
-                Err(e) => tracing::debug!(instance = %id, "runner verify failed: {e}"),
-            }
-        }
-        if !verified.is_empty() {
-            self.with_world(true, |w| {
-                for i in w.instances.iter_mut().filter(|i| verified.contains(&i.id)) {
-                    i.runner_token = None;
-                }
-                Ok(())
-            })?;
-        }
-        Ok(())
-    }
-
     /// The file this sandbox lives in.
     pub fn file(&self) -> &Path {
         &self.file
@@ -270,122 +134,6 @@ impl SandboxCloud {
 
     fn error(&self, operation: &str, code: &str, message: String, transient: bool) -> CloudError {
         CloudError::new(PROVIDER, operation, code, message, transient)
-    }
-
-    /// Runs `f` on the world under the sandbox's file lock, saving it if `write`.
-    fn with_world<T>(
-        &self,
-        write: bool,
-        f: impl FnOnce(&mut World) -> Result<T, CloudError>,
-    ) -> Result<T, CloudError> {
-        let io = |what: &str, e: std::io::Error| {
-            self.error(
-                "storage",
-                "SandboxIo",
-                format!("{what} {}: {e}", self.file.display()),
-                false,
-            )
-        };
-        if let Some(dir) = self.file.parent() {
-            fs::create_dir_all(dir).map_err(|e| io("cannot create the directory of", e))?;
-        }
-        let lock_path = self.file.with_extension("json.lock");
-        let lock = OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .mode(0o600)
-            .open(&lock_path)
-            .map_err(|e| io("cannot open the lock of", e))?;
-        lock.lock().map_err(|e| io("cannot lock", e))?;
-        let mut world: World = match fs::read(&self.file) {
-            Ok(b) => serde_json::from_slice(&b).map_err(|e| {
-                self.error(
-                    "storage",
-                    "SandboxCorrupt",
-                    format!(
-                        "{} is not a sandbox cloud file ({e}); delete it to start an empty sandbox",
-                        self.file.display()
-                    ),
-                    false,
-                )
-            })?,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => World::default(),
-            Err(e) => return Err(io("cannot read", e)),
-        };
-        let out = f(&mut world)?;
-        if write {
-            let cutoff = Utc::now() - chrono::Duration::hours(1);
-            world
-                .instances
-                .retain(|i| i.terminated_at.is_none_or(|t| t > cutoff));
-            let tmp = self
-                .file
-                .with_extension(format!("json.tmp-{}", std::process::id()));
-            let bytes = serde_json::to_vec_pretty(&world)
-                .map_err(|e| self.error("storage", "SandboxIo", e.to_string(), false))?;
-            let mut t = OpenOptions::new()
-                .write(true)
-                .create(true)
-                .truncate(true)
-                .mode(0o600)
-                .open(&tmp)
-                .map_err(|e| io("cannot write", e))?;
-            t.write_all(&bytes)
-                .and_then(|_| t.sync_all())
-                .map_err(|e| io("cannot write", e))?;
-            fs::rename(&tmp, &self.file).map_err(|e| io("cannot replace", e))?;
-        }
-        drop(lock);
-        Ok(out)
-    }
-
-    /// Sleeps the configured latency, then draws whether this call fails and when.
-    async fn enter(&self, operation: &str) -> Injection {
-        if !self.settings.latency.is_zero() {
-            tokio::time::sleep(self.settings.latency).await;
-        }
-        if self.settings.failure_rate <= 0.0 {
-            return Injection::None;
-        }
-        let mut rng = self.rng.lock().unwrap_or_else(|e| e.into_inner());
-        if rng.gen_bool(self.settings.failure_rate) {
-            if rng.gen_bool(0.5) {
-                Injection::Before
-            } else {
-                Injection::After
-            }
-        } else {
-            tracing::trace!(operation, "sandbox call");
-            Injection::None
-        }
-    }
-
-    fn injected(&self, operation: &str) -> CloudError {
-        self.error(
-            operation,
-            "InjectedFailure",
-            "the sandbox failed this call on purpose (failure_rate)".into(),
-            true,
-        )
-    }
-
-    /// After an effect is saved: die here if this is the call `crash_after` names.
-    fn maybe_crash(&self, operation: &str) {
-        let Some((op, n)) = &self.crash else { return };
-        if op != operation {
-            return;
-        }
-        let mut calls = self.calls.lock().unwrap_or_else(|e| e.into_inner());
-        let c = calls.entry(op.clone()).or_default();
-        *c += 1;
-        if *c == *n {
-            tracing::warn!("sandbox crash_after {op}:{n}: killing this process");
-            // SAFETY: sending SIGKILL to ourselves; nothing runs after it.
-            unsafe {
-                libc::kill(libc::getpid(), libc::SIGKILL);
-            }
-        }
     }
 
     /// Stops or starts (`operation`) instances of `scope`. Stopping a stopped instance or
@@ -488,28 +236,6 @@ impl SandboxCloud {
             batch: i.tags.get(tags::BATCH).cloned(),
         }
     }
-}
-
-enum Injection {
-    None,
-    Before,
-    After,
-}
-
-/// The first runner authentication token (`glrt-...`) in a user data text.
-fn runner_token_in(user_data: &str) -> Option<String> {
-    let start = user_data.find("glrt-")?;
-    let token: String = user_data[start..]
-        .chars()
-        .take_while(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
-        .collect();
-    (token.len() > "glrt-".len()).then_some(token)
-}
-
-fn parse_crash(s: &str) -> Option<(String, u64)> {
-    let (op, n) = s.split_once(':')?;
-    let n: u64 = n.parse().ok().filter(|n| *n > 0)?;
-    matches!(op, "create" | "delete").then(|| (op.to_string(), n))
 }
 
 fn in_stack(tags_: &BTreeMap<String, String>, stack: &str) -> bool {
