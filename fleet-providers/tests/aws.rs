@@ -559,3 +559,38 @@ async fn each_instance_boots_with_its_own_user_data_gzipped_and_is_named_at_crea
     wanted.sort();
     assert_eq!(names, wanted);
 }
+
+#[tokio::test]
+async fn user_data_over_ec2s_limit_is_refused_before_any_launch_call() {
+    // A saved plan applied after its templates grew renders user data the plan never
+    // checked; the provider checks it with fleet-core's size rule before launching.
+    let c = cloud().await;
+    let scope = scope(&unique("bigdata"));
+    let (token, mut reqs) = requests(&scope, 2);
+    // Pseudo-random text barely compresses: 40 KB stays far above 16 KB after gzip.
+    let mut x: u64 = 0x2545_f491_4f6c_dd1d;
+    let noise: String = (0..40_000)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            char::from(b'!' + (x % 90) as u8)
+        })
+        .collect();
+    for r in &mut reqs {
+        r.user_data = Some(fleet_core::secret::Secret::new(format!(
+            "#cloud-config\n# {noise}\nhostname: {}\n",
+            r.name
+        )));
+    }
+    match c.create_instances(&scope, &token, &reqs).await {
+        Err(e @ CloudError::Rejected { .. }) => {
+            let text = format!("{e}: {}", std::error::Error::source(&e).unwrap());
+            assert!(text.contains("UserDataTooLarge"), "{text}");
+            assert!(text.contains("after gzip"), "{text}");
+        }
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+    assert_eq!(c.calls().snapshot().get("RunInstances").copied(), None);
+    assert!(c.observe(&scope).await.unwrap().instances.is_empty());
+}

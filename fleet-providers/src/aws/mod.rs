@@ -10,6 +10,7 @@ mod bucket;
 mod calls;
 mod ec2;
 mod errors;
+mod key_pair;
 mod s3_state;
 mod ssm;
 
