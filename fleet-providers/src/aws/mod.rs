@@ -21,7 +21,7 @@ use aws_config::{BehaviorVersion, Region, SdkConfig};
 
 pub use bucket::BucketProperties;
 pub use calls::CallCounter;
-pub use ec2::{AwsCloud, AwsSettings};
+pub use ec2::{AwsCloud, AwsSettings, HttpTokens, MetadataSettings};
 pub use s3_state::{S3Backend, S3Settings};
 pub use ssm::TokenStore;
 

@@ -7,10 +7,13 @@
 use aws_sdk_ec2::types::{
     DefaultTargetCapacityType, FleetLaunchTemplateConfigRequest,
     FleetLaunchTemplateOverridesRequest, FleetLaunchTemplateSpecificationRequest,
-    FleetOnDemandAllocationStrategy, FleetType, IamInstanceProfileSpecification, Instance,
-    InstanceMarketOptionsRequest, InstanceType,
-    LaunchTemplateIamInstanceProfileSpecificationRequest, MarketType, OnDemandOptionsRequest,
-    RequestLaunchTemplateData, ResourceType, SpotAllocationStrategy, SpotOptionsRequest, Tag,
+    FleetOnDemandAllocationStrategy, FleetType, HttpTokensState, IamInstanceProfileSpecification,
+    Instance, InstanceInterruptionBehavior, InstanceMarketOptionsRequest,
+    InstanceMetadataEndpointState, InstanceMetadataOptionsRequest, InstanceType,
+    LaunchTemplateHttpTokensState, LaunchTemplateIamInstanceProfileSpecificationRequest,
+    LaunchTemplateInstanceMetadataEndpointState, LaunchTemplateInstanceMetadataOptionsRequest,
+    MarketType, OnDemandOptionsRequest, RequestLaunchTemplateData, ResourceType,
+    SpotAllocationStrategy, SpotInstanceType, SpotMarketOptions, SpotOptionsRequest, Tag,
     TagSpecification, TargetCapacitySpecificationRequest,
 };
 
@@ -19,6 +22,7 @@ use fleet_core::naming::tags;
 
 use super::super::errors::{self, CAPACITY_CODES};
 use super::convert::encode_user_data;
+use super::settings::HttpTokens;
 use super::AwsCloud;
 
 impl AwsCloud {
@@ -67,10 +71,30 @@ impl AwsCloud {
         if let Some(u) = &req.user_data {
             call = call.user_data(encode_user_data(u.expose()));
         }
+        let m = &self.settings.metadata;
+        call = call.metadata_options(
+            InstanceMetadataOptionsRequest::builder()
+                .http_endpoint(InstanceMetadataEndpointState::Enabled)
+                .http_tokens(match m.http_tokens {
+                    HttpTokens::Required => HttpTokensState::Required,
+                    HttpTokens::Optional => HttpTokensState::Optional,
+                })
+                .http_put_response_hop_limit(m.hop_limit)
+                .build(),
+        );
         if spot {
+            // One-time spot instances cannot be stopped; a persistent request that stops
+            // on interruption can, so the stopped pool works with spot. The request is
+            // cancelled when the instance is terminated (see `terminate`).
             call = call.instance_market_options(
                 InstanceMarketOptionsRequest::builder()
                     .market_type(MarketType::Spot)
+                    .spot_options(
+                        SpotMarketOptions::builder()
+                            .spot_instance_type(SpotInstanceType::Persistent)
+                            .instance_interruption_behavior(InstanceInterruptionBehavior::Stop)
+                            .build(),
+                    )
                     .build(),
             );
         }
@@ -103,12 +127,34 @@ impl AwsCloud {
         }
     }
 
-    /// The launch template `CreateFleet` needs: one per stack and instance spec, named
-    /// `<stack>-<spec hash>`, created once and reused.
+    /// The launch template `CreateFleet` needs: one per stack, instance spec and launch
+    /// settings, named `<stack>-<spec hash>-<settings hash>`, created once and reused (a
+    /// template cannot change, so changed settings get a new one).
     async fn ensure_launch_template(&self, req: &CreateInstance) -> Result<String, CloudError> {
         let stack = req.tags.get(tags::STACK).cloned().unwrap_or_default();
-        let name = format!("{stack}-{}", req.spec.hash());
-        let mut data = RequestLaunchTemplateData::builder().image_id(&req.spec.image);
+        let s = &self.settings;
+        let launch_settings = format!(
+            "{:?}|{:?}|{:?}|{:?}",
+            s.security_groups, s.key_name, s.iam_instance_profile, s.metadata
+        );
+        let name = format!(
+            "{stack}-{}-{}",
+            req.spec.hash(),
+            fleet_core::spec::short_hash(launch_settings.as_bytes())
+        );
+        let m = &self.settings.metadata;
+        let mut data = RequestLaunchTemplateData::builder()
+            .image_id(&req.spec.image)
+            .metadata_options(
+                LaunchTemplateInstanceMetadataOptionsRequest::builder()
+                    .http_endpoint(LaunchTemplateInstanceMetadataEndpointState::Enabled)
+                    .http_tokens(match m.http_tokens {
+                        HttpTokens::Required => LaunchTemplateHttpTokensState::Required,
+                        HttpTokens::Optional => LaunchTemplateHttpTokensState::Optional,
+                    })
+                    .http_put_response_hop_limit(m.hop_limit)
+                    .build(),
+            );
         if !self.settings.security_groups.is_empty() {
             data = data.set_security_group_ids(Some(self.settings.security_groups.clone()));
         }

@@ -40,7 +40,7 @@ use super::bucket;
 use super::calls::CallCounter;
 use super::key_pair;
 use power::Power;
-pub use settings::AwsSettings;
+pub use settings::{AwsSettings, HttpTokens, MetadataSettings};
 
 /// EC2's limit on user data, after base64 decoding.
 pub const USER_DATA_LIMIT: usize = 16 * 1024;
@@ -54,6 +54,9 @@ pub struct AwsCloud {
     calls: CallCounter,
     /// Cache buckets whose objects go with them on delete (`force_destroy`).
     force_destroy: BTreeSet<String>,
+    /// Whether every instance it launches can be stopped: not when spot instances may be
+    /// launched by an instant `CreateFleet`, which makes one-time spot instances.
+    can_stop: bool,
 }
 
 impl AwsCloud {
@@ -70,6 +73,7 @@ impl AwsCloud {
             ec2: aws_sdk_ec2::Client::from_conf(conf),
             s3: aws_sdk_s3::Client::from_conf(s3),
             region: sdk.region().map(|r| r.to_string()),
+            can_stop: !(settings.spot && settings.subnets.len() > 1),
             settings,
             calls,
             force_destroy: Default::default(),
@@ -93,8 +97,14 @@ impl AwsCloud {
                 "set provider.region, or AWS_REGION in the environment",
             ));
         }
+        // CreateFleet is used for batches without per-instance user data when the stack
+        // offers a choice of types or subnets (see `launch`).
+        let by_fleet = loaded.stack.templates.user_data.is_none()
+            && (loaded.stack.instance.types.len() > 1 || settings.subnets.len() > 1);
+        let can_stop = !(settings.spot && by_fleet);
         let mut cloud = AwsCloud::new(&sdk, settings, calls);
         cloud.force_destroy = force_destroy;
+        cloud.can_stop = can_stop;
         Ok(cloud)
     }
 
@@ -192,7 +202,7 @@ impl Cloud for AwsCloud {
     }
 
     fn can_stop(&self) -> bool {
-        true
+        self.can_stop
     }
 
     async fn stop_instances(

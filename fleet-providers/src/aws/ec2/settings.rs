@@ -25,7 +25,9 @@ pub struct AwsSettings {
     /// Security group ids.
     #[serde(default)]
     pub security_groups: Vec<String>,
-    /// Launch spot instances.
+    /// Launch spot instances. `RunInstances` asks for persistent spot requests that stop
+    /// on interruption, so the stopped pool can stop and start them; `CreateFleet`
+    /// (instant) launches one-time spot instances, which EC2 cannot stop.
     #[serde(default)]
     pub spot: bool,
     /// On spot capacity errors, launch on-demand instead.
@@ -43,6 +45,49 @@ pub struct AwsSettings {
     /// Attempts per API call, counting the first, for throttling and 5xx.
     #[serde(default = "default_attempts")]
     pub max_attempts: u32,
+    /// Instance metadata service (IMDS) options every instance is launched with.
+    #[serde(default)]
+    pub metadata: MetadataSettings,
+}
+
+/// `provider.metadata`: how jobs on the VM may reach the instance metadata service. By
+/// default only IMDSv2 (session tokens) answers, with a hop limit of 1, so a job's
+/// container (one network hop further) cannot read the user data or take the instance
+/// role's credentials, which can read the runner token in SSM.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MetadataSettings {
+    /// `required` (IMDSv2 only, the default) or `optional` (IMDSv1 answers too).
+    #[serde(default)]
+    pub http_tokens: HttpTokens,
+    /// Network hops a metadata answer travels (`HttpPutResponseHopLimit`), 1 to 64.
+    /// 1 keeps it on the host; 2 lets containers reach it.
+    #[serde(default = "default_hop_limit")]
+    pub hop_limit: i32,
+}
+
+impl Default for MetadataSettings {
+    fn default() -> Self {
+        MetadataSettings {
+            http_tokens: HttpTokens::Required,
+            hop_limit: default_hop_limit(),
+        }
+    }
+}
+
+/// `provider.metadata.http_tokens`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum HttpTokens {
+    /// Only IMDSv2 answers.
+    #[default]
+    Required,
+    /// IMDSv1 answers too.
+    Optional,
+}
+
+fn default_hop_limit() -> i32 {
+    1
 }
 
 fn yes() -> bool {
@@ -64,6 +109,36 @@ impl AwsSettings {
                 "provider.max_batch",
                 format!("max_batch {} is outside 1..=1000", settings.max_batch),
                 "EC2 launches and terminates at most 1,000 instances per call",
+            ));
+        }
+        if !(1..=64).contains(&settings.metadata.hop_limit) {
+            return Err(loaded.error_at(
+                "provider.metadata.hop_limit",
+                format!(
+                    "metadata.hop_limit {} is outside 1..=64",
+                    settings.metadata.hop_limit
+                ),
+                "1 keeps instance metadata on the host (the default); 2 lets containers reach it",
+            ));
+        }
+        let r = &loaded.stack.runner;
+        let needs_role = match (&r.token_ssm_parameter, &r.cache) {
+            (Some(_), _) => Some((
+                "runner.token_ssm_parameter",
+                "read the runner token from SSM",
+            )),
+            (None, Some(c)) if c.server_address.is_none() => {
+                Some(("runner.cache", "reach the S3 cache bucket"))
+            }
+            _ => None,
+        };
+        if let (Some((key, what)), None) = (needs_role, &settings.iam_instance_profile) {
+            return Err(loaded.error_at(
+                "provider.iam_instance_profile",
+                format!(
+                    "the VMs need an instance role to {what} ({key}), and provider.iam_instance_profile names none"
+                ),
+                "set provider.iam_instance_profile to an instance profile whose role may do that (see \"Runner tokens on AWS\" in the README); without it every VM ends in bootstrap.failed",
             ));
         }
         Ok(settings)

@@ -1,7 +1,10 @@
 //! Terminating instances, up to 1,000 per call; ids that are already gone count as
-//! deleted.
+//! deleted. A spot instance's persistent request is cancelled first, or EC2 would launch
+//! a replacement for the terminated instance.
 
 use fleet_core::cloud::{CloudError, DeleteOutcome};
+
+use aws_sdk_ec2::types::Filter;
 
 use super::super::errors;
 use super::settings::INSTANCE_BATCH;
@@ -12,6 +15,9 @@ impl AwsCloud {
     pub(super) async fn terminate(&self, ids: &[String]) -> Result<DeleteOutcome, CloudError> {
         let mut out = DeleteOutcome::default();
         for chunk in ids.chunks(INSTANCE_BATCH) {
+            if self.settings.spot {
+                self.cancel_spot_requests(chunk).await?;
+            }
             match self
                 .ec2
                 .terminate_instances()
@@ -43,5 +49,37 @@ impl AwsCloud {
             }
         }
         Ok(out)
+    }
+
+    /// Cancels the persistent spot requests behind `ids` (on-demand instances have none).
+    async fn cancel_spot_requests(&self, ids: &[String]) -> Result<(), CloudError> {
+        let out = self
+            .ec2
+            .describe_instances()
+            .filters(
+                Filter::builder()
+                    .name("instance-id")
+                    .set_values(Some(ids.to_vec()))
+                    .build(),
+            )
+            .send()
+            .await
+            .map_err(|e| errors::map("DescribeInstances", e))?;
+        let requests: Vec<String> = out
+            .reservations()
+            .iter()
+            .flat_map(|r| r.instances())
+            .filter_map(|i| i.spot_instance_request_id().map(str::to_string))
+            .collect();
+        if requests.is_empty() {
+            return Ok(());
+        }
+        self.ec2
+            .cancel_spot_instance_requests()
+            .set_spot_instance_request_ids(Some(requests))
+            .send()
+            .await
+            .map_err(|e| errors::map("CancelSpotInstanceRequests", e))?;
+        Ok(())
     }
 }
