@@ -40,7 +40,8 @@ refresh:
 
 # Installs cloud-init and systemd-analyze (apt-get, as root) and the test tools (moto,
 # ansible-core, ansible-lint) into .venv, starts moto_server on a free port of
-# 127.0.0.1 for the AWS tests, and stops it afterwards.
+# 127.0.0.1 for the AWS tests (with the instance profile stacks/aws.yaml names), and stops
+# it afterwards.
 test:
 	scripts/ensure-cloud-init
 	scripts/ensure-systemd-analyze

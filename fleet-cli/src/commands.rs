@@ -8,6 +8,7 @@ use chrono::Utc;
 use serde_json::json;
 
 use fleet_core::apply::{ApplyOptions, ApplyReport, NoProgress, Progress};
+use fleet_core::ci::Demand;
 use fleet_core::plan::{Operation, Plan, PLAN_FORMAT_VERSION};
 use fleet_core::state::{InstanceRecord, State};
 
@@ -46,6 +47,7 @@ pub async fn preview(g: &Global, detailed: bool, out: Option<&Path>) -> Result<u
     let fleet = ctx.fleet();
     let mut state = fleet.read_state(new_lineage).await?;
     let observed = fleet.observe(&state).await?;
+    ctx.ci_refusal()?;
     let plan = fleet
         .plan(Operation::Up, &state, &observed, Utc::now())
         .await?;
@@ -67,12 +69,45 @@ pub async fn preview(g: &Global, detailed: bool, out: Option<&Path>) -> Result<u
             );
         }
     }
+    if detailed && ctx.has_ci() {
+        // A plan made on unknown demand is not the plan `up` would make once GitLab
+        // answers: a CI job checking for drift must not read it as "no changes".
+        if let Some(Demand::Unknown { reason }) = &observed.demand {
+            return Err(CommandError::DemandUnknown {
+                reason: reason.clone(),
+            }
+            .into());
+        }
+    }
     Ok(if detailed && !plan.is_empty() {
         EXIT_CHANGES
     } else {
         0
     })
 }
+
+/// Errors of the commands themselves (the engine's and providers' errors pass through).
+#[derive(Debug)]
+pub enum CommandError {
+    /// `--detailed-exitcode` on a plan made without knowing demand.
+    DemandUnknown {
+        /// Why demand is unknown.
+        reason: String,
+    },
+}
+
+impl std::fmt::Display for CommandError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            CommandError::DemandUnknown { reason } => write!(
+                f,
+                "demand is unknown ({reason}), so this plan may not be the one `up` would make"
+            ),
+        }
+    }
+}
+
+impl std::error::Error for CommandError {}
 
 /// `up`: converge, or apply a saved plan. `up --yes` is [`reconcile`], the daemon's path.
 pub async fn up(g: &Global, yes: bool, saved: Option<&Path>) -> Result<u8> {
@@ -174,6 +209,11 @@ async fn plan_and_apply(
         Some(plan) => (plan, None),
         None => {
             let observed = fleet.observe(&state).await?;
+            if operation == Operation::Up {
+                // Scaling on demand GitLab refused to report because of the stack's own
+                // settings would hide the mistake behind "No changes".
+                ctx.ci_refusal()?;
+            }
             let plan = fleet.plan(operation, &state, &observed, Utc::now()).await?;
             (plan, Some(observed))
         }

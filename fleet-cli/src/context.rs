@@ -24,8 +24,9 @@ pub struct Ctx {
     pub backend: Box<dyn StateBackend>,
     /// The demand policy when a CI system reports demand, else `min_instances` as a count.
     policy: Box<dyn Policy>,
-    /// GitLab when the stack names `runner.gitlab_url` and `runner.token_env`, else `NoCi`.
-    ci: Box<dyn Ci>,
+    /// GitLab when the stack names `runner.gitlab_url` and `runner.token_env`; the CI
+    /// system is `NoCi` without it.
+    gitlab: Option<fleet_providers::gitlab::GitLabCi>,
 }
 
 /// The stack the global flags name (`--stack`, `--set`, secrets from the environment), with
@@ -67,24 +68,41 @@ impl Ctx {
         let calls = fleet_providers::aws::CallCounter::default();
         let cloud = fleet_providers::cloud_for(&loaded, &calls).await?;
         let backend = fleet_providers::backend_for(&loaded, &calls).await?;
-        let (ci, policy): (Box<dyn Ci>, Box<dyn Policy>) =
-            match fleet_providers::gitlab::ci_for(&loaded)? {
-                Some(gitlab) => (Box::new(gitlab), Box::new(DemandPolicy)),
-                None => (Box::new(NoCi), Box::new(StaticPolicy)),
-            };
+        let gitlab = fleet_providers::gitlab::ci_for(&loaded)?;
+        let policy: Box<dyn Policy> = match gitlab {
+            Some(_) => Box::new(DemandPolicy),
+            None => Box::new(StaticPolicy),
+        };
         Ok(Ctx {
             loaded,
             calls,
             cloud,
             backend,
             policy,
-            ci,
+            gitlab,
         })
     }
 
     /// The CI system (for its API call counts).
     pub fn ci(&self) -> &dyn Ci {
-        self.ci.as_ref()
+        match &self.gitlab {
+            Some(g) => g,
+            None => &NoCi,
+        }
+    }
+
+    /// Whether the stack names a CI system that reports demand.
+    pub fn has_ci(&self) -> bool {
+        self.gitlab.is_some()
+    }
+
+    /// The stack's GitLab misconfiguration (a refused token or scope, an unknown project
+    /// or group, a redirect) the last observation ran into, as an error.
+    pub fn ci_refusal(&self) -> Result<()> {
+        match self.gitlab.as_ref().and_then(|g| g.refusal()) {
+            Some(r) => Err(r.into()),
+            None => Ok(()),
+        }
     }
 
     pub fn fleet(&self) -> Fleet<'_> {
@@ -93,7 +111,7 @@ impl Ctx {
             cloud: self.cloud.as_ref(),
             backend: self.backend.as_ref(),
             policy: self.policy.as_ref(),
-            ci: self.ci.as_ref(),
+            ci: self.ci(),
         }
     }
 

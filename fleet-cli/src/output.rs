@@ -199,10 +199,24 @@ pub fn print_error(e: &anyhow::Error) {
     }
 }
 
-fn hint(e: &anyhow::Error) -> Option<&'static str> {
+fn hint(e: &anyhow::Error) -> Option<String> {
     for cause in e.chain() {
-        if let Some(s) = cause.downcast_ref::<StateError>() {
-            return Some(match s {
+        if let Some(r) = cause.downcast_ref::<fleet_providers::gitlab::Refusal>() {
+            return Some(r.hint.clone());
+        }
+        if let Some(crate::commands::CommandError::DemandUnknown { .. }) = cause.downcast_ref() {
+            return Some("the plan is printed above; fix what keeps GitLab from answering (the reason says what), then plan again".into());
+        }
+        if let Some(h) = static_hint(cause) {
+            return Some(h.into());
+        }
+    }
+    None
+}
+
+fn static_hint(cause: &(dyn std::error::Error + 'static)) -> Option<&'static str> {
+    if let Some(s) = cause.downcast_ref::<StateError>() {
+        return Some(match s {
                 StateError::Locked { .. } => {
                     "another fleet-cli is changing this stack; wait for it, or pass --lock-timeout 5m to wait here"
                 }
@@ -211,27 +225,26 @@ fn hint(e: &anyhow::Error) -> Option<&'static str> {
                 }
                 StateError::Conflict { .. } => "someone else wrote the state; run the command again to plan on the new state",
                 StateError::LineageMismatch { .. } => "check that state.path points at this stack's own state",
-                _ => continue,
+                _ => return None,
             });
-        }
-        if cause
-            .downcast_ref::<fleet_core::stack::StackError>()
-            .is_some()
-        {
-            return Some("fix the stack file (or the --set flag) and run the command again");
-        }
-        if let Some(r) = cause.downcast_ref::<fleet_core::render::RenderError>() {
-            return Some(match r {
-                fleet_core::render::RenderError::Template { .. } => {
-                    "fix the template at the named line, then run the command again"
-                }
-                _ => "fix the stack's templates or names, then run the command again",
-            });
-        }
-        if let Some(a) = cause.downcast_ref::<fleet_core::apply::ApplyError>() {
-            if matches!(a, fleet_core::apply::ApplyError::StalePlan { .. }) {
-                return Some("run `fleet-cli plan --out FILE` again and apply the new plan");
+    }
+    if cause
+        .downcast_ref::<fleet_core::stack::StackError>()
+        .is_some()
+    {
+        return Some("fix the stack file (or the --set flag) and run the command again");
+    }
+    if let Some(r) = cause.downcast_ref::<fleet_core::render::RenderError>() {
+        return Some(match r {
+            fleet_core::render::RenderError::Template { .. } => {
+                "fix the template at the named line, then run the command again"
             }
+            _ => "fix the stack's templates or names, then run the command again",
+        });
+    }
+    if let Some(a) = cause.downcast_ref::<fleet_core::apply::ApplyError>() {
+        if matches!(a, fleet_core::apply::ApplyError::StalePlan { .. }) {
+            return Some("run `fleet-cli plan --out FILE` again and apply the new plan");
         }
     }
     None

@@ -531,7 +531,7 @@ async fn up_on_ec2_parks_a_pool_vm_and_starts_it_for_a_job() {
     })
     .unwrap();
     let why = up_until("start");
-    assert!(why.contains("jobs waiting"), "{why}");
+    assert!(why.contains("1 job waiting"), "{why}");
     let states = state_names(&name).await;
     assert!(
         states.iter().any(|s| s == "pending" || s == "running"),

@@ -61,11 +61,15 @@ state:
     }
 
     fn run(&self, args: &[&str]) -> Output {
+        self.run_with_token(TOKEN, args)
+    }
+
+    fn run_with_token(&self, token: &str, args: &[&str]) -> Output {
         Command::new(BIN)
             .arg("--stack")
             .arg(self.stack())
             .args(args)
-            .env("FLEET_TEST_GITLAB_TOKEN", TOKEN)
+            .env("FLEET_TEST_GITLAB_TOKEN", token)
             .env_remove("RUST_LOG")
             .stdin(Stdio::null())
             .output()
@@ -311,7 +315,7 @@ async fn up_stops_idle_vms_into_the_pool_and_starts_them_for_jobs() {
     let c = changes(&v);
     let starts: Vec<_> = c.iter().filter(|c| c.0 == "start").collect();
     assert_eq!(starts.len(), 1, "{c:?}");
-    assert!(starts[0].2.contains("jobs waiting"), "{c:?}");
+    assert!(starts[0].2.contains("1 job waiting"), "{c:?}");
     wait_until("the job to finish", Duration::from_secs(20), || {
         rig.up();
         rig.jobs(JobStatus::Success) == 1
@@ -365,4 +369,57 @@ fn the_demo_replays_a_trace_and_reports_waits_and_vm_hours() {
         "{stdout}"
     );
     assert!(!stdout.contains("glrt-"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_token_or_unknown_project_fails_preview_plan_and_up_with_exit_1_and_a_hint() {
+    let rig = Rig::new("  min_instances: 1\n  max_instances: 4").await;
+    for args in [
+        vec!["preview"],
+        vec!["plan", "--detailed-exitcode"],
+        vec!["up", "--yes"],
+    ] {
+        let o = rig.run_with_token("not-the-token", &args);
+        let stderr = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(1), "{args:?}: {stderr}");
+        assert!(stderr.contains("answered 401"), "{args:?}: {stderr}");
+        assert!(
+            stderr.contains("hint: the access token in runner.token_env is wrong"),
+            "{args:?}: {stderr}"
+        );
+    }
+    assert!(
+        rig.runners().is_empty(),
+        "nothing was created on a refused token"
+    );
+    let o = rig.run(&["preview", "--set", "runner.projects=[team/missing]"]);
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("hint: check runner.projects"), "{stderr}");
+    // The right token: a plan with changes, exit 2 as before.
+    assert_eq!(
+        rig.run(&["plan", "--detailed-exitcode"]).status.code(),
+        Some(2)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plan_detailed_exitcode_exits_1_when_gitlab_is_down() {
+    let rig = Rig::new("  min_instances: 0\n  max_instances: 4").await;
+    common::assert_ok(&rig.run(&["up", "--yes"]));
+    assert_eq!(
+        rig.run(&["plan", "--detailed-exitcode"]).status.code(),
+        Some(0),
+        "converged, GitLab answering: no changes"
+    );
+    rig.sim.set_faults(gitlab_sim::Faults {
+        error_rate: 1.0,
+        ..gitlab_sim::Faults::default()
+    });
+    let o = rig.run(&["plan", "--detailed-exitcode"]);
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("demand is unknown"), "{stderr}");
+    // Without the flag the plan is still shown and `up` still never scales in on it.
+    common::assert_ok(&rig.run(&["plan"]));
 }

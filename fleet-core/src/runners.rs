@@ -105,18 +105,29 @@ pub fn drain_step(
             human(waited)
         )),
         Some(n) if waited > rules.drain_timeout => DrainStep::GiveUp(format!(
-            "drain gave up after runner.drain_timeout = {} with {n} jobs still running; a VM with a running job is never deleted by scale-in, so it returns to service",
-            human(rules.drain_timeout)
+            "drain gave up after runner.drain_timeout = {} with {} still running; a VM with a running job is never deleted by scale-in, so it returns to service",
+            human(rules.drain_timeout),
+            jobs(n)
         )),
         Some(n) => DrainStep::Wait(format!(
-            "waiting on {}: {runner} paused for scale-in {} ago, {n} jobs still running",
+            "waiting on {}: {runner} paused for scale-in {} ago, {} still running",
             rec.name,
-            human(waited)
+            human(waited),
+            jobs(n)
         )),
         None => DrainStep::Wait(format!(
             "waiting on {}: {runner} is paused for scale-in, but GitLab did not report its jobs",
             rec.name
         )),
+    }
+}
+
+/// `1 job`, `3 jobs`.
+fn jobs(n: u32) -> String {
+    if n == 1 {
+        "1 job".into()
+    } else {
+        format!("{n} jobs")
     }
 }
 
@@ -247,5 +258,19 @@ mod tests {
             drain_step(&r, t(0), Some(1), &rules, t(3601)),
             DrainStep::GiveUp(_)
         ));
+    }
+
+    #[test]
+    fn one_running_job_is_written_in_the_singular() {
+        let rules = RunnerRules::default();
+        let r = rec("a", Some(7));
+        let DrainStep::Wait(one) = drain_step(&r, t(0), Some(1), &rules, t(30)) else {
+            panic!("a running job makes the drain wait");
+        };
+        assert!(one.ends_with(", 1 job still running"), "{one}");
+        let DrainStep::Wait(two) = drain_step(&r, t(0), Some(2), &rules, t(30)) else {
+            panic!("running jobs make the drain wait");
+        };
+        assert!(two.ends_with(", 2 jobs still running"), "{two}");
     }
 }

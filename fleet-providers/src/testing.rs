@@ -72,6 +72,8 @@ struct Shared {
     held_signal: Notify,
     release: Notify,
     released: std::sync::atomic::AtomicBool,
+    /// Every request body seen, in order (EC2's form-encoded parameters).
+    bodies: Mutex<Vec<String>>,
 }
 
 /// A running proxy; it stops when the runtime it was started on stops.
@@ -118,6 +120,19 @@ impl FaultProxy {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .push(rule);
+    }
+
+    /// The bodies of the requests seen so far that contain every one of `needles`
+    /// (`Action=RunInstances`): what the SDK sent, for parameters an emulator ignores.
+    pub fn requests_containing(&self, needles: &[&str]) -> Vec<String> {
+        self.shared
+            .bodies
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .filter(|b| needles.iter().all(|n| b.contains(n)))
+            .cloned()
+            .collect()
     }
 
     /// Error responses sent so far.
@@ -169,6 +184,10 @@ async fn serve(conn: TcpStream, upstream: &str, s: &Shared) -> std::io::Result<(
         let Some((head, body)) = read_message(&mut r).await? else {
             return Ok(());
         };
+        s.bodies
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(String::from_utf8_lossy(&body).into_owned());
         let answer = match take_fault(s, &body) {
             Some(Fault::Error { status, code }) => {
                 s.injected.fetch_add(1, Ordering::SeqCst);

@@ -560,3 +560,167 @@ async fn each_instance_boots_with_its_own_user_data_gzipped_and_is_named_at_crea
     wanted.sort();
     assert_eq!(names, wanted);
 }
+
+#[tokio::test]
+async fn user_data_over_ec2s_limit_is_refused_before_any_launch_call() {
+    // A saved plan applied after its templates grew renders user data the plan never
+    // checked; the provider checks it with fleet-core's size rule before launching.
+    let c = cloud().await;
+    let scope = scope(&unique("bigdata"));
+    let (token, mut reqs) = requests(&scope, 2);
+    // Pseudo-random text barely compresses: 40 KB stays far above 16 KB after gzip.
+    let mut x: u64 = 0x2545_f491_4f6c_dd1d;
+    let noise: String = (0..40_000)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            char::from(b'!' + (x % 90) as u8)
+        })
+        .collect();
+    for r in &mut reqs {
+        r.user_data = Some(fleet_core::secret::Secret::new(format!(
+            "#cloud-config\n# {noise}\nhostname: {}\n",
+            r.name
+        )));
+    }
+    match c.create_instances(&scope, &token, &reqs).await {
+        Err(e @ CloudError::Rejected { .. }) => {
+            let text = format!("{e}: {}", std::error::Error::source(&e).unwrap());
+            assert!(text.contains("UserDataTooLarge"), "{text}");
+            assert!(text.contains("after gzip"), "{text}");
+        }
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+    assert_eq!(c.calls().snapshot().get("RunInstances").copied(), None);
+    assert!(c.observe(&scope).await.unwrap().instances.is_empty());
+}
+
+/// `(HttpTokens, HttpPutResponseHopLimit)` of every live instance of `stack`, as moto
+/// records them.
+async fn metadata_options(stack: &str) -> Vec<(String, i32)> {
+    let sdk = sdk_config(Some("us-east-1"), Some(&endpoint()), 3).await;
+    let ec2 = aws_sdk_ec2::Client::new(&sdk);
+    let out = ec2
+        .describe_instances()
+        .filters(
+            aws_sdk_ec2::types::Filter::builder()
+                .name("tag:fleet:stack")
+                .values(stack)
+                .build(),
+        )
+        .send()
+        .await
+        .unwrap();
+    out.reservations()
+        .iter()
+        .flat_map(|r| r.instances())
+        .map(|i| {
+            let m = i.metadata_options().expect("moto records metadata options");
+            (
+                m.http_tokens()
+                    .map(|t| t.as_str().to_string())
+                    .unwrap_or_default(),
+                m.http_put_response_hop_limit().unwrap_or_default(),
+            )
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn instance_metadata_needs_imdsv2_and_stays_on_the_host_unless_the_stack_loosens_it() {
+    // Without these options, IMDSv1 answers and (with many AMIs' hop limit of 2) a job's
+    // container can read the user data and take the instance role's credentials.
+    let c = cloud().await;
+    let s = scope(&unique("imds"));
+    let (token, reqs) = requests(&s, 2);
+    c.create_instances(&s, &token, &reqs).await.unwrap();
+    assert_eq!(
+        metadata_options(&s.stack).await,
+        vec![("required".to_string(), 1); 2]
+    );
+
+    let proxy = FaultProxy::start(&endpoint()).await.unwrap();
+    let loose = cloud_via(
+        &proxy,
+        "{metadata: {http_tokens: optional, hop_limit: 2}}",
+        3,
+    )
+    .await;
+    let s = scope(&unique("imdsloose"));
+    let (token, reqs) = requests(&s, 1);
+    loose.create_instances(&s, &token, &reqs).await.unwrap();
+    assert_eq!(metadata_options(&s.stack).await, [("optional".into(), 2)]);
+
+    // CreateFleet launches from a launch template: the options are in its data.
+    let s = scope(&unique("imdsfleet"));
+    let (token, reqs) = requests_of(&s, 2, &["t3.medium", "t3.large"]);
+    c.create_instances(&s, &token, &reqs).await.unwrap();
+    let sdk = sdk_config(Some("us-east-1"), Some(&endpoint()), 3).await;
+    let ec2 = aws_sdk_ec2::Client::new(&sdk);
+    let versions = ec2
+        .describe_launch_template_versions()
+        .launch_template_name(format!("{}-{}", s.stack, reqs[0].spec.hash()))
+        .send()
+        .await;
+    // The template name carries a hash of the launch settings too; find it by prefix.
+    let templates = ec2.describe_launch_templates().send().await.unwrap();
+    let name = templates
+        .launch_templates()
+        .iter()
+        .filter_map(|t| t.launch_template_name())
+        .find(|n| n.starts_with(&format!("{}-{}-", s.stack, reqs[0].spec.hash())))
+        .expect("a launch template for the spec")
+        .to_string();
+    assert!(
+        versions.is_err(),
+        "the name without the settings hash is not used"
+    );
+    let data = ec2
+        .describe_launch_template_versions()
+        .launch_template_name(&name)
+        .send()
+        .await
+        .unwrap();
+    let m = data.launch_template_versions()[0]
+        .launch_template_data()
+        .and_then(|d| d.metadata_options())
+        .expect("moto records the template's metadata options");
+    assert_eq!(m.http_tokens().map(|t| t.as_str()), Some("required"));
+    assert_eq!(m.http_put_response_hop_limit(), Some(1));
+}
+
+#[tokio::test]
+async fn spot_instances_are_persistent_requests_that_stop_so_the_pool_can_stop_them() {
+    // RunInstances with only MarketType=spot makes one-time spot instances, which EC2
+    // refuses to stop. moto does not enforce that, so the request is checked on the wire.
+    let proxy = FaultProxy::start(&endpoint()).await.unwrap();
+    let c = cloud_via(&proxy, "{spot: true}", 3).await;
+    assert!(c.can_stop());
+    let s = scope(&unique("spotpool"));
+    let (token, reqs) = requests(&s, 2);
+    let made = c.create_instances(&s, &token, &reqs).await.unwrap();
+    assert_eq!(markets(&s.stack).await, ["spot", "spot"]);
+    let sent = proxy.requests_containing(&["Action=RunInstances"]);
+    assert_eq!(sent.len(), 1, "{sent:?}");
+    for needle in [
+        "InstanceMarketOptions.MarketType=spot",
+        "InstanceMarketOptions.SpotOptions.SpotInstanceType=persistent",
+        "InstanceMarketOptions.SpotOptions.InstanceInterruptionBehavior=stop",
+    ] {
+        assert!(
+            sent[0].contains(needle),
+            "{needle} missing from {}",
+            sent[0]
+        );
+    }
+    let ids: Vec<String> = made.created.iter().map(|o| o.cloud_id.clone()).collect();
+    let stopped = c.stop_instances(&s, &ids).await.unwrap();
+    assert!(stopped.failed.is_empty(), "{:?}", stopped.failed);
+    // Terminating first looks for the persistent requests to cancel (moto's RunInstances
+    // makes none, so there is nothing to cancel here).
+    c.delete_instances(&s, &ids).await.unwrap();
+    let looked =
+        proxy.requests_containing(&["Action=DescribeInstances", "Filter.1.Name=instance-id"]);
+    assert_eq!(looked.len(), 1, "{looked:?}");
+}

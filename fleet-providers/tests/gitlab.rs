@@ -642,3 +642,358 @@ async fn demand_remembers_when_the_oldest_waiting_job_was_queued_and_counts_requ
     assert!(calls.get("GET").copied().unwrap_or(0) >= 2, "{calls:?}");
     assert_eq!(calls.get("error"), None, "{calls:?}");
 }
+
+// ---------------------------------------------------------------------------------------
+// Behaving like the real GitLab, not only like the simulator (regression tests, each named
+// after the defect it pins).
+
+fn registration(stack: &str, runner_type: RunnerType) -> fleet_providers::gitlab::Registration {
+    fleet_providers::gitlab::Registration {
+        stack: stack.into(),
+        runner_type,
+        locked: false,
+        maximum_timeout: None,
+    }
+}
+
+fn shared_runner(tags: &[&str]) -> RunnerSpec {
+    RunnerSpec {
+        runner_type: RunnerType::InstanceType,
+        group_id: None,
+        project_id: None,
+        description: "shared-runner-1".into(),
+        tag_list: tags.iter().map(|t| t.to_string()).collect(),
+        run_untagged: false,
+        locked: false,
+        maximum_timeout: None,
+        paused: false,
+    }
+}
+
+#[tokio::test]
+async fn running_jobs_on_runners_outside_the_fleet_do_not_count_as_its_load() {
+    let sim = sim(SimConfig::default()).await;
+    sim.add_project("acme/api");
+    // A shared runner with the fleet's tags takes the first job.
+    client(&sim, RetryPolicy::default())
+        .create_runner(&shared_runner(&["docker"]))
+        .await
+        .unwrap();
+    sim.enqueue(job("acme/api", &["docker"])).unwrap();
+    let running = || {
+        sim.with_world(|w, _| {
+            w.jobs
+                .values()
+                .filter(|j| j.status == gitlab_sim::JobStatus::Running)
+                .count()
+        })
+    };
+    wait_for(|| async { (running() == 1).then_some(()) }).await;
+    let ci = GitLabCi::new(
+        client(&sim, RetryPolicy::default()),
+        scope(&["acme/api"], &[], &["docker"], false),
+    )
+    .with_registration(registration("ci", RunnerType::InstanceType));
+    assert_eq!(
+        ci.demand().await.unwrap(),
+        Demand::Known {
+            pending: 0,
+            running: 0
+        },
+        "the job runs on a runner that is not the fleet's"
+    );
+    let c = ci.count().await.unwrap();
+    assert_eq!(c.elsewhere, 1);
+
+    // The fleet's own runner takes the next job (the shared one is busy): that is load.
+    fleet_core::ci::Ci::create_runner(&ci, "ci-0001")
+        .await
+        .unwrap();
+    sim.enqueue(job("acme/api", &["docker"])).unwrap();
+    wait_for(|| async { (running() == 2).then_some(()) }).await;
+    assert_eq!(
+        ci.demand().await.unwrap(),
+        Demand::Known {
+            pending: 0,
+            running: 1
+        }
+    );
+}
+
+/// A listener on 127.0.0.1 that answers every connection with `404` and counts requests
+/// and the access tokens they carried: another host a redirect may point to.
+struct OtherHost {
+    url: String,
+    seen: Arc<Mutex<Vec<String>>>,
+}
+
+impl OtherHost {
+    async fn start() -> OtherHost {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let log = seen.clone();
+        tokio::spawn(async move {
+            while let Ok((mut conn, _)) = listener.accept().await {
+                let mut buf = vec![0u8; 8192];
+                let n = conn.read(&mut buf).await.unwrap_or(0);
+                log.lock()
+                    .unwrap()
+                    .push(String::from_utf8_lossy(&buf[..n]).to_string());
+                let _ = conn
+                    .write_all(
+                        b"HTTP/1.1 404 Not Found\r\ncontent-length: 0\r\nconnection: close\r\n\r\n",
+                    )
+                    .await;
+            }
+        });
+        OtherHost { url, seen }
+    }
+}
+
+#[tokio::test]
+async fn redirects_are_not_followed_so_the_token_stays_and_the_error_names_the_url_to_use() {
+    // GitLab reached over http:// while it forces https: nginx answers 301 to https.
+    let closed = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let https = format!("https://127.0.0.1:{closed}");
+    let sim_https = sim(SimConfig {
+        redirect_to: Some(https.clone()),
+        ..SimConfig::default()
+    })
+    .await;
+    let e = client(&sim_https, RetryPolicy::default())
+        .create_runner(&shared_runner(&["docker"]))
+        .await
+        .unwrap_err();
+    match &e {
+        GitLabError::Redirected {
+            method,
+            status,
+            location,
+            ..
+        } => {
+            assert_eq!((method.as_str(), *status), ("POST", 301));
+            assert_eq!(location, &format!("{https}/api/v4/user/runners"));
+        }
+        other => panic!("expected a redirect error, got {other:?}"),
+    }
+    assert!(!e.to_string().contains("404"), "{e}");
+    assert_eq!(
+        e.hint().unwrap(),
+        format!("set runner.gitlab_url to {https}")
+    );
+    assert!(e.is_misconfiguration());
+
+    // A redirect to another host: nothing is sent there, so the token does not leak.
+    let other = OtherHost::start().await;
+    let sim_other = sim(SimConfig {
+        redirect_to: Some(other.url.clone()),
+        ..SimConfig::default()
+    })
+    .await;
+    let c = client(&sim_other, RetryPolicy::default());
+    assert!(matches!(
+        c.create_runner(&shared_runner(&[])).await,
+        Err(GitLabError::Redirected { .. })
+    ));
+    assert!(matches!(
+        c.project("acme/api").await,
+        Err(GitLabError::Redirected { .. })
+    ));
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let seen = other.seen.lock().unwrap().clone();
+    assert!(
+        seen.is_empty(),
+        "the other host was sent requests (with PRIVATE-TOKEN: {}): {seen:?}",
+        seen.iter()
+            .any(|r| r.to_ascii_lowercase().contains("private-token"))
+    );
+    assert_eq!(c.calls().get("error").copied(), Some(2));
+}
+
+#[tokio::test]
+async fn an_insufficient_scope_answer_names_the_missing_scope_in_the_error_and_hint() {
+    let sim = sim(SimConfig {
+        token_scopes: [("read-only".to_string(), vec!["read_api".to_string()])].into(),
+        ..SimConfig::default()
+    })
+    .await;
+    sim.add_project("acme/api");
+    let c =
+        GitLabClient::new(&sim.url(), Secret::new("read-only"), RetryPolicy::default()).unwrap();
+    // Reading works with read_api; creating a runner needs create_runner.
+    assert!(c.project("acme/api").await.is_ok());
+    let e = c
+        .create_runner(&shared_runner(&["docker"]))
+        .await
+        .unwrap_err();
+    let text = e.to_string();
+    assert!(
+        matches!(&e, GitLabError::InsufficientScope { scope, .. } if scope == "create_runner"),
+        "{e:?}"
+    );
+    assert!(text.contains("lacks the `create_runner` scope"), "{text}");
+    assert!(text.contains("requires higher privileges"), "{text}");
+    assert!(e.hint().unwrap().contains("`create_runner` scope"));
+    // Pausing a runner needs manage_runner.
+    let e = c.set_paused(1, true).await.unwrap_err();
+    assert!(
+        matches!(&e, GitLabError::InsufficientScope { scope, .. } if scope == "manage_runner"),
+        "{e:?}"
+    );
+}
+
+#[test]
+fn error_bodies_in_gitlabs_documented_shapes_become_one_line() {
+    use fleet_providers::gitlab::client::ErrorBody;
+    // OAuth's answer for a token without the scope: the description, and the scopes.
+    let oauth = ErrorBody::parse(
+        r#"{"error":"insufficient_scope","error_description":"The request requires higher privileges than provided by the access token.","scope":"api create_runner"}"#,
+    );
+    assert!(oauth.insufficient_scope);
+    assert_eq!(oauth.scope.as_deref(), Some("api create_runner"));
+    assert_eq!(
+        oauth.message,
+        "The request requires higher privileges than provided by the access token."
+    );
+    // Validation errors by field (`400` on a bad attribute).
+    let invalid =
+        ErrorBody::parse(r#"{"message":{"tag_list":["is too long","is invalid"],"base":["x"]}}"#);
+    assert_eq!(
+        invalid.message,
+        "base: x; tag_list: is too long, is invalid"
+    );
+    assert_eq!(
+        ErrorBody::parse(r#"{"message":"404 Project Not Found"}"#).message,
+        "404 Project Not Found"
+    );
+    assert_eq!(
+        ErrorBody::parse(r#"{"error":"runner_type does not have a valid value"}"#).message,
+        "runner_type does not have a valid value"
+    );
+    // A proxy's HTML page: its title, on one line, never the markup.
+    let html = ErrorBody::parse(
+        "<!DOCTYPE html>\n<html>\n<head>\n<title>\n  Something went wrong (500)\n</title>\n</head>\n<body>\n<h1>500</h1>\n</body>\n</html>\n",
+    );
+    assert_eq!(
+        html.message,
+        "an HTML page titled `Something went wrong (500)`, not GitLab's API"
+    );
+    assert_eq!(ErrorBody::parse("Retry later\n\n").message, "Retry later");
+}
+
+#[tokio::test]
+async fn an_html_error_page_is_reported_on_one_line_without_its_markup() {
+    let sim = sim(SimConfig {
+        html_errors: true,
+        faults: Faults {
+            error_rate: 1.0,
+            ..Faults::default()
+        },
+        ..SimConfig::default()
+    })
+    .await;
+    let ci = GitLabCi::new(
+        client(&sim, RetryPolicy::default()),
+        scope(&["1"], &[], &[], true),
+    );
+    let err = ci.demand().await.unwrap_err();
+    assert!(!err.message.contains('\n'), "{}", err.message);
+    assert!(!err.message.contains('<'), "{}", err.message);
+    assert!(err.message.contains("answered 502"), "{}", err.message);
+    assert!(
+        err.message.contains("GitLab is not responding (502)"),
+        "{}",
+        err.message
+    );
+}
+
+#[tokio::test]
+async fn a_refused_token_or_an_unknown_project_is_remembered_as_a_refusal_but_an_outage_is_not() {
+    let sim = sim(SimConfig::default()).await;
+    sim.add_project("acme/api");
+    let wrong = GitLabCi::new(
+        GitLabClient::new(&sim.url(), Secret::new("wrong"), RetryPolicy::default()).unwrap(),
+        scope(&["acme/api"], &[], &[], true),
+    );
+    assert!(wrong.demand().await.is_err());
+    let r = wrong
+        .refusal()
+        .expect("a 401 is the stack's token being wrong");
+    assert!(r.message.contains("answered 401"), "{}", r.message);
+    assert!(r.hint.contains("create_runner"), "{}", r.hint);
+
+    let missing = GitLabCi::new(
+        client(&sim, RetryPolicy::default()),
+        scope(&["acme/nope"], &[], &[], true),
+    );
+    assert!(missing.demand().await.is_err());
+    let r = missing
+        .refusal()
+        .expect("a 404 names a project that is not there");
+    assert!(r.hint.contains("runner.projects"), "{}", r.hint);
+
+    let fine = GitLabCi::new(
+        client(&sim, RetryPolicy::default()),
+        scope(&["acme/api"], &[], &[], true),
+    );
+    fine.demand().await.unwrap();
+    assert!(fine.refusal().is_none());
+    sim.set_faults(Faults {
+        error_rate: 1.0,
+        ..Faults::default()
+    });
+    assert!(fine.demand().await.is_err());
+    assert!(
+        fine.refusal().is_none(),
+        "a 500 is GitLab unwell, not the stack"
+    );
+}
+
+#[tokio::test]
+async fn creating_runners_asks_for_their_group_once_and_without_its_projects() {
+    let sim = sim(SimConfig::default()).await;
+    sim.add_project("acme/api");
+    sim.add_project("acme/web");
+    let ci = GitLabCi::new(
+        client(&sim, RetryPolicy::default()),
+        scope(&[], &["acme"], &["docker"], false),
+    )
+    .with_registration(registration("ci", RunnerType::GroupType));
+    for i in 1..=3 {
+        fleet_core::ci::Ci::create_runner(&ci, &format!("ci-000{i}"))
+            .await
+            .unwrap();
+    }
+    let groups: Vec<String> = sim
+        .requests()
+        .into_iter()
+        .filter(|r| r.starts_with("GET /api/v4/groups/acme"))
+        .collect();
+    assert_eq!(
+        groups,
+        ["GET /api/v4/groups/acme?with_projects=false"],
+        "one lookup for three runners, without the group's project list"
+    );
+    assert_eq!(sim.counters().runners_created, 3);
+}
+
+#[test]
+fn one_attempt_is_written_in_the_singular() {
+    let e = GitLabError::RateLimited {
+        url: "http://127.0.0.1/api/v4/projects/1/jobs".into(),
+        retry_after: Duration::from_secs(60),
+        attempts: 1,
+    };
+    assert!(e.to_string().ends_with("(1 attempt)"), "{e}");
+    let e = GitLabError::RateLimited {
+        url: "u".into(),
+        retry_after: Duration::from_secs(1),
+        attempts: 3,
+    };
+    assert!(e.to_string().ends_with("(3 attempts)"), "{e}");
+}

@@ -97,3 +97,75 @@ async fn the_azure_stack_builds_a_command_cloud_on_its_example_scripts() {
         assert!(p.is_file(), "{} is missing", p.display());
     }
 }
+
+#[tokio::test]
+async fn the_aws_example_names_an_instance_profile_and_a_stack_that_needs_one_must() {
+    // Its VMs read their runner token from SSM and reach the S3 cache with the role:
+    // without a profile every VM would end in bootstrap.failed.
+    let example = load("aws.yaml", &[]);
+    assert!(
+        fleet_providers::cloud_for(&example, &CallCounter::default())
+            .await
+            .is_ok()
+    );
+    for sets in [
+        vec!["provider.iam_instance_profile=null"],
+        vec![
+            "provider.iam_instance_profile=null",
+            "runner.token_ssm_parameter=null",
+        ],
+    ] {
+        let loaded = load("aws.yaml", &sets);
+        let e = fleet_providers::cloud_for(&loaded, &CallCounter::default())
+            .await
+            .err()
+            .expect("no instance profile, no cloud");
+        let text = format!("{}\n{e:?}", error_chain(&e));
+        assert!(
+            text.contains("provider.iam_instance_profile names none"),
+            "{sets:?}: {text}"
+        );
+        assert!(
+            text.contains("set provider.iam_instance_profile"),
+            "the hint says the fix: {text}"
+        );
+    }
+    // A stack whose VMs need no role (an S3-compatible cache with its own address, the
+    // token in the user data) needs no profile.
+    let loaded = load(
+        "aws.yaml",
+        &[
+            "provider.iam_instance_profile=null",
+            "runner.token_ssm_parameter=null",
+            "runner.cache.server_address=127.0.0.1:9000",
+        ],
+    );
+    assert!(fleet_providers::cloud_for(&loaded, &CallCounter::default())
+        .await
+        .is_ok());
+}
+
+#[tokio::test]
+async fn spot_from_an_instant_fleet_cannot_be_stopped_so_the_aws_cloud_says_it_cannot_stop() {
+    let types = "instance.types=[t3.medium, t3.large]";
+    let cloud = |sets: Vec<&'static str>| async move {
+        fleet_providers::cloud_for(&load("aws.yaml", &sets), &CallCounter::default())
+            .await
+            .unwrap()
+            .can_stop()
+    };
+    assert!(cloud(vec![types, "templates.user_data=null"]).await);
+    assert!(
+        cloud(vec![types, "provider.spot=true"]).await,
+        "per-instance user data goes through RunInstances"
+    );
+    assert!(
+        !cloud(vec![
+            types,
+            "provider.spot=true",
+            "templates.user_data=null"
+        ])
+        .await,
+        "one-time spot instances from CreateFleet cannot be stopped"
+    );
+}

@@ -96,9 +96,23 @@ async fn gate(State(s): S, req: Request, next: Next) -> Response {
         tokio::time::sleep(Duration::from_millis(latency)).await;
     }
     s.world().counters.api_requests += 1;
+    let target = req
+        .uri()
+        .path_and_query()
+        .map_or_else(|| req.uri().path().to_string(), |p| p.to_string());
+    s.requests
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .push(format!("{} /api/v4{target}", req.method()));
+    if let Some(base) = &s.config.redirect_to {
+        return redirect(&format!("{}/api/v4{target}", base.trim_end_matches('/')));
+    }
     let (d, err, thr) = draw;
     if d < err {
         s.world().counters.injected_errors += 1;
+        if s.config.html_errors {
+            return proxy_error_page();
+        }
         return message(
             StatusCode::INTERNAL_SERVER_ERROR,
             "500 Internal Server Error",
@@ -112,9 +126,17 @@ async fn gate(State(s): S, req: Request, next: Next) -> Response {
     if req.uri().path().ends_with("/runners/verify") {
         return next.run(req).await;
     }
-    let Some(token) = token_of(req.headers()).filter(|t| s.config.tokens.contains(t)) else {
+    let Some(token) = token_of(req.headers())
+        .filter(|t| s.config.tokens.contains(t) || s.config.token_scopes.contains_key(t))
+    else {
         return message(StatusCode::UNAUTHORIZED, "401 Unauthorized");
     };
+    if let Some(scopes) = s.config.token_scopes.get(&token) {
+        let needed = needed_scope(req.method(), req.uri().path());
+        if !scopes.iter().any(|have| have == "api" || have == needed) {
+            return insufficient_scope(needed);
+        }
+    }
     let Some(limit) = s.config.rate_limit else {
         return next.run(req).await;
     };
@@ -193,6 +215,71 @@ fn throttled(retry_after: u64, headers: Option<RateHeaders>) -> Response {
         h.apply(resp.headers_mut());
     }
     resp
+}
+
+/// The narrowest scope that allows a call: creating a runner needs `create_runner`,
+/// changing one `manage_runner`, reading `read_api`; `api` allows everything.
+fn needed_scope(method: &axum::http::Method, path: &str) -> &'static str {
+    use axum::http::Method;
+    let path = path.trim_start_matches("/api/v4");
+    if method == Method::GET {
+        "read_api"
+    } else if path == "/user/runners" {
+        "create_runner"
+    } else if path.starts_with("/runners/") || path.ends_with("/runners") {
+        "manage_runner"
+    } else {
+        "api"
+    }
+}
+
+/// GitLab's answer to a token without the scope a call needs: `403`, an OAuth error body
+/// naming the scopes that would do, and the same in `WWW-Authenticate`.
+fn insufficient_scope(needed: &str) -> Response {
+    let description = "The request requires higher privileges than provided by the access token.";
+    let scope = format!("api {needed}");
+    let mut resp = (
+        StatusCode::FORBIDDEN,
+        Json(json!({
+            "error": "insufficient_scope",
+            "error_description": description,
+            "scope": scope,
+        })),
+    )
+        .into_response();
+    let challenge = format!(
+        "Bearer realm=\"Protected by OAuth 2.0\", error=\"insufficient_scope\", error_description=\"{description}\", scope=\"{scope}\""
+    );
+    if let Ok(v) = HeaderValue::from_str(&challenge) {
+        resp.headers_mut().insert("www-authenticate", v);
+    }
+    resp
+}
+
+/// What omnibus nginx answers on `http://` when GitLab forces https: `301` to the https
+/// URL, with nginx's small HTML page.
+fn redirect(location: &str) -> Response {
+    let mut resp = (
+        StatusCode::MOVED_PERMANENTLY,
+        [("content-type", "text/html")],
+        "<html>\r\n<head><title>301 Moved Permanently</title></head>\r\n<body>\r\n<center><h1>301 Moved Permanently</h1></center>\r\n<hr><center>nginx</center>\r\n</body>\r\n</html>\r\n",
+    )
+        .into_response();
+    if let Ok(v) = HeaderValue::from_str(location) {
+        resp.headers_mut().insert("location", v);
+    }
+    resp
+}
+
+/// The error page a proxy in front of GitLab serves when GitLab does not answer: HTML on
+/// many lines, not the API's JSON.
+fn proxy_error_page() -> Response {
+    (
+        StatusCode::BAD_GATEWAY,
+        [("content-type", "text/html; charset=utf-8")],
+        "<!DOCTYPE html>\n<html>\n<head>\n  <meta charset=\"utf-8\">\n  <title>GitLab is not responding (502)</title>\n  <style>body { font-family: sans-serif; }</style>\n</head>\n<body>\n  <h1>502</h1>\n  <h3>Whoops, GitLab is taking too much time to respond.</h3>\n  <p>Try refreshing the page, or going back and attempting the action again.</p>\n</body>\n</html>\n",
+    )
+        .into_response()
 }
 
 async fn not_found() -> Response {
@@ -740,10 +827,24 @@ async fn assign_runner(
     (StatusCode::CREATED, Json(runner_json(&r, now))).into_response()
 }
 
-async fn get_group(State(s): S, Path(id): Path<String>) -> Response {
+/// `GET /groups/:id`: the group with its projects, as GitLab answers unless asked
+/// `with_projects=false`.
+async fn get_group(State(s): S, Path(id): Path<String>, RawQuery(q): RawQuery) -> Response {
+    let q = Query::new(q);
     let w = s.world();
     match w.find_group(&id) {
-        Ok(g) => Json(group_json(g, &s.base_url)).into_response(),
+        Ok(g) => {
+            let mut body = group_json(g, &s.base_url);
+            if q.get("with_projects") != Some("false") {
+                body["projects"] = w
+                    .group_projects(g.id, false)
+                    .iter()
+                    .map(|p| project_json(p, &w, &s.base_url))
+                    .collect();
+                body["shared_projects"] = json!([]);
+            }
+            Json(body).into_response()
+        }
         Err(e) => world_error(e),
     }
 }

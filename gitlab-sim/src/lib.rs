@@ -81,6 +81,16 @@ pub struct SimConfig {
     pub runner_concurrency: u32,
     /// How often (wall time) the scheduler moves jobs along.
     pub tick: Duration,
+    /// Tokens that carry only the listed scopes (`read_api`, `create_runner`,
+    /// `manage_runner`, `api`), accepted like `tokens`; a call their scopes do not cover is
+    /// refused with GitLab's `403 insufficient_scope`. Tokens in `tokens` have `api`.
+    pub token_scopes: std::collections::BTreeMap<String, Vec<String>>,
+    /// Answer every `/api/v4` request with `301` to this base URL plus the request's path,
+    /// as omnibus nginx does when GitLab forces https and is reached over `http://`.
+    pub redirect_to: Option<String>,
+    /// Injected server errors come as the HTML page a proxy in front of GitLab serves
+    /// (`502`), not as GitLab's JSON `500`.
+    pub html_errors: bool,
 }
 
 impl Default for SimConfig {
@@ -96,6 +106,9 @@ impl Default for SimConfig {
             runner_online_after: Some(0.0),
             runner_concurrency: 1,
             tick: Duration::from_millis(20),
+            token_scopes: Default::default(),
+            redirect_to: None,
+            html_errors: false,
         }
     }
 }
@@ -148,6 +161,8 @@ pub(crate) struct Shared {
     pub faults: Mutex<(Faults, StdRng)>,
     pub rate: Mutex<RateWindow>,
     pub hooks: Option<mpsc::UnboundedSender<model::JobEvent>>,
+    /// Every `/api/v4` request as `METHOD /path?query`, in arrival order.
+    pub requests: Mutex<Vec<String>>,
 }
 
 impl Shared {
@@ -198,6 +213,7 @@ impl Sim {
             config,
             base_url: format!("http://{addr}"),
             hooks: tx,
+            requests: Mutex::new(Vec::new()),
         });
         let mut tasks = Vec::new();
         let app = api::router(shared.clone());
@@ -277,6 +293,15 @@ impl Sim {
         };
         self.shared.send_events(vec![event]);
         Ok(job)
+    }
+
+    /// Every `/api/v4` request so far, as `METHOD /api/v4/path?query`.
+    pub fn requests(&self) -> Vec<String> {
+        self.shared
+            .requests
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     /// Counters (webhooks sent, runners created, jobs killed by a runner delete...).

@@ -147,14 +147,18 @@ impl fmt::Display for Why {
                 covered,
                 late,
             } => {
+                let s = |n: u32| if n == 1 { "" } else { "s" };
                 write!(
                     f,
-                    "{pending} jobs waiting, {covered} slots free or on their way"
+                    "{pending} job{} waiting, {covered} slot{} free or on their way",
+                    s(pending),
+                    s(covered)
                 )?;
                 if late > 0 {
                     write!(
                         f,
-                        " ({late} VMs not counted: booting or starting for over twice the expected time)"
+                        " ({late} VM{} not counted: booting or starting for over twice the expected time)",
+                        s(late)
                     )?;
                 }
                 Ok(())

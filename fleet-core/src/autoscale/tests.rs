@@ -109,6 +109,17 @@ fn a_vm_booting_for_over_twice_the_boot_time_no_longer_covers_the_queue() {
     };
     assert_eq!(s.actions, vec![FleetAction::Create { count: 2, why }]);
     assert!(why.to_string().contains("2 VMs not counted"), "{why}");
+    // One of each is written in the singular.
+    let one = Why::Queue {
+        pending: 1,
+        covered: 1,
+        late: 1,
+    };
+    assert!(
+        one.to_string()
+            .starts_with("1 job waiting, 1 slot free or on their way (1 VM not counted"),
+        "{one}"
+    );
     // A slow cloud, once measured, is expected to be slow: nothing is late.
     let mut measured = Timings::default();
     for _ in 0..3 {

@@ -5,7 +5,7 @@
 //! `bucket_name`; either way it must start with `<stack>-`, which is how `observe` finds
 //! the stack's buckets without reading the tags of every bucket in the account.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use aws_sdk_s3::types::{
     BucketLifecycleConfiguration, BucketLocationConstraint, CreateBucketConfiguration, Delete,
@@ -17,6 +17,7 @@ use serde::Deserialize;
 use fleet_core::cloud::{CloudError, ObservedResource, Scope};
 use fleet_core::naming::{self, tags};
 use fleet_core::resource::ResourceSpec;
+use fleet_core::stack::{LoadedStack, StackError};
 
 use super::errors;
 
@@ -82,6 +83,29 @@ impl BucketProperties {
             .clone()
             .unwrap_or_else(|| naming::resource_name(stack, resource))
     }
+}
+
+/// The names of `loaded`'s cache buckets that go with their objects on delete
+/// (`force_destroy`); checks every bucket's properties, so a bad one fails at load.
+pub fn force_destroyed(loaded: &LoadedStack) -> Result<BTreeSet<String>, StackError> {
+    let mut names = BTreeSet::new();
+    for (i, r) in loaded.stack.resources.iter().enumerate() {
+        if r.kind != KIND {
+            continue;
+        }
+        let spec = ResourceSpec::from(r);
+        let props = BucketProperties::of(&loaded.stack.name, &spec).map_err(|m| {
+            loaded.error_at(
+                &format!("resources.{i}.properties"),
+                m,
+                "see the cache_bucket properties in the README",
+            )
+        })?;
+        if props.force_destroy {
+            names.insert(props.name(&loaded.stack.name, &r.name));
+        }
+    }
+    Ok(names)
 }
 
 fn rejected(operation: &str, code: &str, detail: String) -> CloudError {

@@ -10,6 +10,7 @@ mod bucket;
 mod calls;
 mod ec2;
 mod errors;
+mod key_pair;
 mod s3_state;
 mod ssm;
 
@@ -20,7 +21,7 @@ use aws_config::{BehaviorVersion, Region, SdkConfig};
 
 pub use bucket::BucketProperties;
 pub use calls::CallCounter;
-pub use ec2::{AwsCloud, AwsSettings};
+pub use ec2::{AwsCloud, AwsSettings, HttpTokens, MetadataSettings};
 pub use s3_state::{S3Backend, S3Settings};
 pub use ssm::TokenStore;
 

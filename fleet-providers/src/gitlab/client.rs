@@ -101,6 +101,10 @@ impl GitLabClient {
             .timeout(Duration::from_secs(30))
             .connect_timeout(Duration::from_secs(10))
             .user_agent(concat!("fleet-cli/", env!("CARGO_PKG_VERSION")))
+            // Never follow a redirect: reqwest replays a redirected POST as GET, and on
+            // another host it would still send PRIVATE-TOKEN (it strips only
+            // Authorization and Cookie). The error says where it pointed instead.
+            .redirect(reqwest::redirect::Policy::none())
             .build()
             .map_err(|source| GitLabError::Client { source })?;
         Ok(GitLabClient {
@@ -163,6 +167,20 @@ impl GitLabClient {
             })?;
             if resp.status().is_client_error() || resp.status().is_server_error() {
                 self.count("error");
+            }
+            if resp.status().is_redirection() {
+                self.count("error");
+                return Err(GitLabError::Redirected {
+                    method: method.to_string(),
+                    url,
+                    status: resp.status().as_u16(),
+                    location: resp
+                        .headers()
+                        .get(reqwest::header::LOCATION)
+                        .and_then(|v| v.to_str().ok())
+                        .unwrap_or("nowhere")
+                        .to_string(),
+                });
             }
             self.window.note(resp.headers());
             if resp.status() != StatusCode::TOO_MANY_REQUESTS {
@@ -264,9 +282,14 @@ impl GitLabClient {
         .await
     }
 
-    /// A group, by id or full path.
+    /// A group, by id or full path, without its projects (`with_projects=false`: GitLab
+    /// otherwise lists every project of the group in the answer).
     pub async fn group(&self, id_or_path: &str) -> Result<Group, GitLabError> {
-        self.get(&format!("/groups/{}", encode(id_or_path))).await
+        self.get(&format!(
+            "/groups/{}?with_projects=false",
+            encode(id_or_path)
+        ))
+        .await
     }
 
     /// The pending and running jobs of a project.
@@ -374,7 +397,7 @@ impl GitLabClient {
                         method: "POST".into(),
                         url: format!("{}{path}", self.api),
                         status: 400,
-                        message: short(&text),
+                        message: ErrorBody::parse(&text).message,
                     })
                 }
             }
@@ -441,23 +464,136 @@ async fn status_error(
     resp: reqwest::Response,
 ) -> GitLabError {
     let status = resp.status().as_u16();
+    let challenge = resp
+        .headers()
+        .get(reqwest::header::WWW_AUTHENTICATE)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
     let text = resp.text().await.unwrap_or_default();
-    let message = serde_json::from_str::<Value>(&text)
-        .ok()
-        .and_then(|v| {
-            v.get("message").or_else(|| v.get("error")).map(|m| {
-                m.as_str()
-                    .map(str::to_string)
-                    .unwrap_or_else(|| m.to_string())
-            })
-        })
-        .unwrap_or_else(|| short(&text));
+    let body = ErrorBody::parse(&text);
+    let url = format!("{api}{path}");
+    let scope = body.scope.clone().or_else(|| {
+        challenge
+            .as_deref()
+            .filter(|c| c.contains("insufficient_scope"))
+            .and_then(|c| challenge_param(c, "scope"))
+    });
+    if status == 403 && (body.insufficient_scope || scope.is_some()) {
+        return GitLabError::InsufficientScope {
+            method: method.to_string(),
+            url,
+            scope: narrowest_scope(scope.as_deref().unwrap_or("api")),
+            message: body.message,
+        };
+    }
     GitLabError::Status {
         method: method.to_string(),
-        url: format!("{api}{path}"),
+        url,
         status,
-        message,
+        message: body.message,
     }
+}
+
+/// What an error answer says, on one line: GitLab's `message` (a string, or validation
+/// errors by field), OAuth's `error_description` (with `error` and `scope`), or, for a
+/// page that is not GitLab's API (an HTML error page of a proxy), its title.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ErrorBody {
+    /// One line for the user.
+    pub message: String,
+    /// The scopes GitLab says would do (`scope`), if it named them.
+    pub scope: Option<String>,
+    /// Whether the answer is OAuth's `insufficient_scope`.
+    pub insufficient_scope: bool,
+}
+
+impl ErrorBody {
+    /// Reads an error answer's body.
+    pub fn parse(text: &str) -> ErrorBody {
+        let mut out = ErrorBody {
+            message: String::new(),
+            scope: None,
+            insufficient_scope: false,
+        };
+        match serde_json::from_str::<Value>(text) {
+            Ok(v) => {
+                let field = |k: &str| v.get(k).map(flatten).filter(|m| !m.is_empty());
+                out.insufficient_scope =
+                    v.get("error").and_then(Value::as_str) == Some("insufficient_scope");
+                out.scope = v.get("scope").and_then(Value::as_str).map(str::to_string);
+                out.message = field("message")
+                    .or_else(|| field("error_description"))
+                    .or_else(|| field("error"))
+                    .unwrap_or_else(|| v.to_string());
+            }
+            Err(_) if looks_like_html(text) => {
+                out.message = match html_title(text) {
+                    Some(t) => format!("an HTML page titled `{t}`, not GitLab's API"),
+                    None => "an HTML page, not GitLab's API".into(),
+                };
+            }
+            Err(_) => out.message = text.to_string(),
+        }
+        out.message = short(&one_line(&out.message));
+        if out.message.is_empty() {
+            out.message = "no message".into();
+        }
+        out
+    }
+}
+
+/// A JSON value as text: strings as they are, validation errors by field as
+/// `field: problem, problem; field: problem`.
+fn flatten(v: &Value) -> String {
+    match v {
+        Value::String(s) => s.clone(),
+        Value::Array(a) => a.iter().map(flatten).collect::<Vec<_>>().join(", "),
+        Value::Object(m) => m
+            .iter()
+            .map(|(k, v)| format!("{k}: {}", flatten(v)))
+            .collect::<Vec<_>>()
+            .join("; "),
+        Value::Null => String::new(),
+        other => other.to_string(),
+    }
+}
+
+fn one_line(text: &str) -> String {
+    text.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+fn looks_like_html(text: &str) -> bool {
+    let start = text
+        .trim_start()
+        .get(..15)
+        .unwrap_or("")
+        .to_ascii_lowercase();
+    start.starts_with("<!doctype") || start.starts_with("<html") || start.starts_with("<head")
+}
+
+fn html_title(text: &str) -> Option<String> {
+    let lower = text.to_ascii_lowercase();
+    let start = lower.find("<title>")? + "<title>".len();
+    let end = start + lower[start..].find("</title>")?;
+    Some(one_line(&text[start..end])).filter(|t| !t.is_empty())
+}
+
+/// A parameter of a `WWW-Authenticate: Bearer k="v", ...` challenge.
+fn challenge_param(challenge: &str, key: &str) -> Option<String> {
+    let at = challenge.find(&format!("{key}=\""))? + key.len() + 2;
+    let end = at + challenge[at..].find('"')?;
+    Some(challenge[at..end].to_string())
+}
+
+/// Of the scopes GitLab says would do (`api create_runner`), the narrowest: `api` grants
+/// everything, so name the other one when there is one.
+fn narrowest_scope(scopes: &str) -> String {
+    scopes
+        .split_whitespace()
+        .find(|s| *s != "api")
+        .or_else(|| scopes.split_whitespace().next())
+        .unwrap_or("api")
+        .to_string()
 }
 
 #[cfg(test)]

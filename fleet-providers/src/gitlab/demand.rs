@@ -15,7 +15,7 @@ use fleet_core::ci::{Ci, CiError, Demand, NewRunner, ObservedRunner};
 use fleet_core::stack::RunnerType;
 
 use super::client::{GitLabClient, RunnerSpec};
-use super::{parse_runner_description, runner_description, GitLabError};
+use super::{parse_runner_description, runner_description, GitLabError, Refusal};
 
 /// Runner calls in flight at once while listing jobs per runner.
 const RUNNER_CONCURRENCY: usize = 8;
@@ -57,6 +57,16 @@ pub struct Counts {
     pub running: u32,
     /// Active jobs left out because this fleet's runners could not take them.
     pub skipped: u32,
+    /// Running jobs the fleet could run that run on other runners (shared runners, other
+    /// stacks): not this fleet's load.
+    pub elsewhere: u32,
+}
+
+/// What a runner is created in.
+#[derive(Debug, Clone, Copy)]
+enum Owner {
+    Group,
+    Project,
 }
 
 /// What to count.
@@ -86,6 +96,11 @@ pub struct GitLabCi {
     last_running: std::sync::Mutex<Option<(Instant, BTreeMap<u64, u32>)>>,
     /// When the oldest job counted as pending was queued, at the last count.
     oldest_pending: std::sync::Mutex<Option<chrono::DateTime<chrono::Utc>>>,
+    /// Ids of the group or project new runners are created in, by path, so creating many
+    /// runners asks GitLab once (kept for `cache_ttl`, like the project list).
+    owner_ids: tokio::sync::Mutex<BTreeMap<String, (Instant, u64)>>,
+    /// The stack's misconfiguration the last demand count ran into, if it did.
+    refusal: std::sync::Mutex<Option<Refusal>>,
 }
 
 impl GitLabCi {
@@ -99,6 +114,8 @@ impl GitLabCi {
             registration: None,
             last_running: std::sync::Mutex::new(None),
             oldest_pending: std::sync::Mutex::new(None),
+            owner_ids: tokio::sync::Mutex::new(BTreeMap::new()),
+            refusal: std::sync::Mutex::new(None),
         }
     }
 
@@ -126,11 +143,11 @@ impl GitLabCi {
             RunnerType::InstanceType => (None, None),
             RunnerType::GroupType => {
                 let g = first(&self.scope.groups, "groups")?;
-                (Some(self.client.group(&g).await?.id), None)
+                (Some(self.owner_id(Owner::Group, &g).await?), None)
             }
             RunnerType::ProjectType => {
                 let p = first(&self.scope.projects, "projects")?;
-                (None, Some(self.client.project(&p).await?.id))
+                (None, Some(self.owner_id(Owner::Project, &p).await?))
             }
         };
         Ok(RunnerSpec {
@@ -144,6 +161,37 @@ impl GitLabCi {
             maximum_timeout: reg.maximum_timeout,
             paused: false,
         })
+    }
+
+    /// The id of the group or project `id_or_path`, asked once per `cache_ttl`: a numeric
+    /// id is taken as it is.
+    async fn owner_id(&self, owner: Owner, id_or_path: &str) -> Result<u64, GitLabError> {
+        if let Ok(id) = id_or_path.parse::<u64>() {
+            return Ok(id);
+        }
+        let key = format!("{owner:?}:{id_or_path}");
+        let mut cache = self.owner_ids.lock().await;
+        if let Some((at, id)) = cache.get(&key) {
+            if at.elapsed() < self.cache_ttl {
+                return Ok(*id);
+            }
+        }
+        let id = match owner {
+            Owner::Group => self.client.group(id_or_path).await?.id,
+            Owner::Project => self.client.project(id_or_path).await?.id,
+        };
+        cache.insert(key, (Instant::now(), id));
+        Ok(id)
+    }
+
+    /// The misconfiguration (a refused token, a missing scope, an unknown project or group,
+    /// a redirect) that made the last demand count fail, if one did. A command that plans
+    /// fails on it rather than planning on unknown demand.
+    pub fn refusal(&self) -> Option<Refusal> {
+        self.refusal
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     /// Registers `instance`'s runner; a project runner is also assigned to the stack's
@@ -263,7 +311,21 @@ impl GitLabCi {
         Ok(ids)
     }
 
-    /// Counts the pending and running jobs this fleet could run.
+    /// Whether a running job runs on one of this stack's runners: with registration, a
+    /// runner whose description names the stack. With a shared runner token the fleet's
+    /// runner is not known by id, so every running job it could run counts.
+    fn runs_on_ours(&self, job: &super::models::Job) -> bool {
+        let Some(reg) = &self.registration else {
+            return true;
+        };
+        job.runner
+            .as_ref()
+            .and_then(|r| r.description.as_deref())
+            .and_then(parse_runner_description)
+            .is_some_and(|(stack, _)| stack == reg.stack)
+    }
+
+    /// Counts the pending jobs this fleet could run and the running jobs on its runners.
     pub async fn count(&self) -> Result<Counts, GitLabError> {
         let mut c = Counts::default();
         let mut by_runner: BTreeMap<u64, u32> = BTreeMap::new();
@@ -286,7 +348,8 @@ impl GitLabCi {
                             oldest = Some(oldest.map_or(t, |o| o.min(t)));
                         }
                     }
-                    "running" => c.running += 1,
+                    "running" if self.runs_on_ours(&job) => c.running += 1,
+                    "running" => c.elsewhere += 1,
                     _ => {}
                 }
             }
@@ -310,7 +373,15 @@ impl Ci for GitLabCi {
                     .into(),
             });
         }
-        match self.count().await {
+        let counted = self.count().await;
+        *self.refusal.lock().unwrap_or_else(|e| e.into_inner()) = match &counted {
+            Err(e) if e.is_misconfiguration() => Some(Refusal {
+                message: error_chain(e),
+                hint: e.hint().unwrap_or_default(),
+            }),
+            _ => None,
+        };
+        match counted {
             Ok(c) => {
                 tracing::debug!(?c, "gitlab demand");
                 Ok(Demand::Known {

@@ -55,12 +55,38 @@ pub enum GitLabError {
         url: String,
         /// The status code.
         status: u16,
-        /// GitLab's `message` or `error`.
+        /// GitLab's `message`, `error_description` or `error`, on one line.
         message: String,
+    },
+    /// The access token lacks a scope the call needs (`403` with `insufficient_scope`).
+    #[error("{method} {url} answered 403: the access token lacks the `{scope}` scope ({message})")]
+    InsufficientScope {
+        /// HTTP method.
+        method: String,
+        /// The URL.
+        url: String,
+        /// The scope the call needs (the narrowest GitLab names).
+        scope: String,
+        /// GitLab's `error_description`.
+        message: String,
+    },
+    /// GitLab answered with a redirect, which the client never follows: a replayed request
+    /// changes method and a redirect to another host would carry the access token there.
+    #[error("{method} {url} answered {status}, a redirect to {location}; no redirect is followed")]
+    Redirected {
+        /// HTTP method.
+        method: String,
+        /// The URL.
+        url: String,
+        /// The status code (301, 302, 307, 308).
+        status: u16,
+        /// Where it pointed (`Location`), or `nowhere` when it named no place.
+        location: String,
     },
     /// GitLab kept throttling, or asked for a longer wait than the client allows.
     #[error(
-        "{url} is rate limited: GitLab asks to retry after {retry_after:?} ({attempts} attempts)"
+        "{url} is rate limited: GitLab asks to retry after {retry_after:?} ({})",
+        plural(u64::from(*attempts), "attempt")
     )]
     RateLimited {
         /// The URL.
@@ -79,6 +105,69 @@ pub enum GitLabError {
         #[source]
         source: serde_json::Error,
     },
+}
+
+impl GitLabError {
+    /// Whether the error is the stack's configuration being wrong (token, scopes, project
+    /// or group names, the URL) rather than GitLab being unwell: retrying will not help.
+    pub fn is_misconfiguration(&self) -> bool {
+        match self {
+            GitLabError::Status { status, .. } => matches!(status, 401 | 403 | 404),
+            GitLabError::InsufficientScope { .. }
+            | GitLabError::Redirected { .. }
+            | GitLabError::Config { .. } => true,
+            _ => false,
+        }
+    }
+
+    /// What to do about the error, for the CLI's hint.
+    pub fn hint(&self) -> Option<String> {
+        Some(match self {
+            GitLabError::Status { status: 401, .. } => "the access token in runner.token_env is wrong, expired or revoked: create one with the `create_runner`, `manage_runner` and `read_api` scopes".into(),
+            GitLabError::Status { status: 403, .. } => "the token's user may not do this: it needs the Maintainer role on runner.projects (Owner on runner.groups for group runners, administrator for instance runners)".into(),
+            GitLabError::Status { status: 404, .. } => "check runner.projects and runner.groups: GitLab answers 404 for a path that does not exist and for one the token's user cannot see".into(),
+            GitLabError::InsufficientScope { scope, .. } => {
+                format!("give the access token in runner.token_env the `{scope}` scope (the fleet needs `create_runner`, `manage_runner` and `read_api`)")
+            }
+            GitLabError::Redirected { location, .. } => match base_of(location) {
+                Some(base) => format!("set runner.gitlab_url to {base}"),
+                None => "set runner.gitlab_url to the address GitLab is served at (with https:// if it forces https)".into(),
+            },
+            GitLabError::RateLimited { .. } => "GitLab's rate limit is used up; the next run asks again".into(),
+            _ => return None,
+        })
+    }
+}
+
+/// The base URL a redirect's `Location` implies for `runner.gitlab_url`: what comes
+/// before `/api/v4`, or the scheme and host.
+fn base_of(location: &str) -> Option<String> {
+    if let Some((base, _)) = location.split_once("/api/v4") {
+        return Some(base.to_string()).filter(|b| b.contains("://"));
+    }
+    let (scheme, rest) = location.split_once("://")?;
+    let host = rest.split('/').next()?;
+    Some(format!("{scheme}://{host}"))
+}
+
+/// `1 attempt`, `3 attempts`.
+pub(crate) fn plural(n: u64, word: &str) -> String {
+    if n == 1 {
+        format!("1 {word}")
+    } else {
+        format!("{n} {word}s")
+    }
+}
+
+/// A GitLab error the stack's configuration caused, as the CLI reports it: the calls of
+/// a plan cannot be trusted, so a command fails instead of planning on unknown demand.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("gitlab refused the stack's settings: {message}")]
+pub struct Refusal {
+    /// The error, on one line.
+    pub message: String,
+    /// What to do.
+    pub hint: String,
 }
 
 /// The description the fleet gives a runner: it names the stack and the instance, so cleanup
