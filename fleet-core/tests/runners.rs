@@ -37,6 +37,8 @@ struct FakeCi<'a> {
     cloud: &'a MemoryCloud,
     runners: Mutex<BTreeMap<u64, FakeRunner>>,
     log: Mutex<Vec<String>>,
+    /// Runner deletes are refused (as GitLab refuses a token without the scope).
+    refuse_deletes: std::sync::atomic::AtomicBool,
 }
 
 impl<'a> FakeCi<'a> {
@@ -45,6 +47,7 @@ impl<'a> FakeCi<'a> {
             cloud,
             runners: Mutex::new(BTreeMap::new()),
             log: Mutex::new(Vec::new()),
+            refuse_deletes: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
@@ -125,6 +128,17 @@ impl Ci for FakeCi<'_> {
         Ok(n)
     }
     async fn delete_runner(&self, runner: u64) -> Result<(), CiError> {
+        if self
+            .refuse_deletes
+            .load(std::sync::atomic::Ordering::SeqCst)
+        {
+            self.note(format!("delete {runner} refused"));
+            return Err(CiError {
+                system: "fake".into(),
+                call: format!("delete runner #{runner}"),
+                message: "403 Forbidden".into(),
+            });
+        }
         let instance = self
             .runners
             .lock()
@@ -218,6 +232,24 @@ impl<'a> Rig<'a> {
             clock: &clock,
         };
         ex.apply(p, state, Some(observed)).await.unwrap()
+    }
+
+    /// Plans and applies `destroy` at `now`, the way the engine does.
+    async fn destroy(&self, state: &mut State, now: DateTime<Utc>) -> (Plan, ApplyReport) {
+        let observed = self.observed().await;
+        let mut view = state.clone();
+        refresh_facts(&mut view, &observed, now);
+        let p = plan(&PlanInput {
+            stack: STACK,
+            cloud: "memory",
+            operation: Operation::Destroy,
+            state: &view,
+            observed: &observed,
+            desired: &Desired::nothing(desired(0, "debian-12").spec),
+            now,
+        });
+        let r = self.apply(&p, state, &observed).await;
+        (p, r)
     }
 
     /// Plans and applies `n` instances at `now`.
@@ -481,4 +513,49 @@ async fn a_paused_runner_on_a_running_vm_that_is_not_draining_is_resumed() {
     assert_eq!(r.ci.log(), vec!["resume 1"]);
     let (p, _) = r.plan(&state, 2, at(70)).await;
     assert!(p.is_empty(), "{}", p.display());
+}
+
+#[tokio::test]
+async fn destroy_counts_a_failed_runner_delete_and_the_next_destroy_retries_it() {
+    // Regression: destroy said "0 failed" (and the CLI exited 0) when GitLab refused the
+    // runner deletes, and a destroyed stack is never planned again by itself, so its
+    // runners stayed registered.
+    let cloud = MemoryCloud::new();
+    let r = Rig::new(&cloud);
+    let mut state = two_vms(&r).await;
+    r.ci.log();
+    r.ci.refuse_deletes
+        .store(true, std::sync::atomic::Ordering::SeqCst);
+
+    let (_, report) = r.destroy(&mut state, at(60)).await;
+    assert_eq!(report.done.delete, 2, "the VMs are gone: {report:?}");
+    assert!(alive(&cloud).is_empty());
+    let mut failed: Vec<(&str, &str, &str)> = report
+        .failed
+        .iter()
+        .map(|f| (f.kind.as_str(), f.name.as_str(), f.error.as_str()))
+        .collect();
+    failed.sort();
+    assert_eq!(
+        failed,
+        vec![
+            (RUNNER, "ci-0001", "fake could not delete runner #1: 403 Forbidden"),
+            (RUNNER, "ci-0002", "fake could not delete runner #2: 403 Forbidden")
+        ]
+    );
+    assert_eq!(r.ci.ids(), vec![1, 2], "GitLab still has both runners");
+
+    // The next destroy finds them among the stack's runners and deletes them.
+    r.ci.refuse_deletes
+        .store(false, std::sync::atomic::Ordering::SeqCst);
+    let (p, report) = r.destroy(&mut state, at(120)).await;
+    assert_eq!(
+        kinds(&p),
+        vec![
+            (Action::Delete, RUNNER, "ci-0001"),
+            (Action::Delete, RUNNER, "ci-0002")
+        ]
+    );
+    assert!(report.failed.is_empty(), "{report:?}");
+    assert!(r.ci.ids().is_empty());
 }

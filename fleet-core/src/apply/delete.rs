@@ -84,8 +84,14 @@ impl Executor<'_> {
                         self.deferred(
                             c,
                             format!(
-                                "runner #{} is paused; {n} jobs still run on it, so the VM is deleted once they end",
-                                runner.unwrap_or_default()
+                                "runner #{} is paused; {}, so the VM is deleted once {}",
+                                runner.unwrap_or_default(),
+                                if n == 1 {
+                                    "1 job still runs on it".to_string()
+                                } else {
+                                    format!("{n} jobs still run on it")
+                                },
+                                if n == 1 { "it ends" } else { "they end" }
                             ),
                             report,
                         );
@@ -139,8 +145,22 @@ impl Executor<'_> {
                     if ours {
                         state.instances.remove(&c.name);
                     }
-                    // The VM is gone: now its runner goes.
-                    self.discard_runner(*runner).await;
+                    // The VM is gone: now its runner goes. One GitLab keeps is a failure,
+                    // not a warning (a destroyed stack is not planned again by itself):
+                    // the next plan, destroy's too, finds it among the stack's runners
+                    // and deletes it as an orphan.
+                    if let Some(id) = *runner {
+                        if let Err(e) = self.ci.delete_runner(id).await {
+                            let mut step = Change::new(
+                                Action::Delete,
+                                RUNNER,
+                                &c.name,
+                                format!("runner #{id} of the deleted VM {}", c.name),
+                            );
+                            step.cloud_id = Some(id.to_string());
+                            self.failed(&step, &e, report);
+                        }
+                    }
                     // The old half of a replace was counted when its replacement was made.
                     if c.action == Action::Delete {
                         self.done(c, report);

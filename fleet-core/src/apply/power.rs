@@ -112,7 +112,10 @@ impl Executor<'_> {
                     let _ = self.ci.set_paused(id, false).await;
                     self.deferred(
                         c,
-                        format!("{n} jobs run on it: not stopped, runner #{id} resumed"),
+                        format!(
+                            "{} on it: not stopped, runner #{id} resumed",
+                            jobs_running(n)
+                        ),
                         report,
                     );
                 }
@@ -174,5 +177,14 @@ impl Executor<'_> {
     pub(super) async fn pause_and_count(&self, runner: u64) -> Result<u32, CiError> {
         self.ci.set_paused(runner, true).await?;
         self.ci.running_jobs(runner).await
+    }
+}
+
+/// `1 job runs` / `3 jobs run`.
+pub(super) fn jobs_running(n: u32) -> String {
+    if n == 1 {
+        "1 job runs".into()
+    } else {
+        format!("{n} jobs run")
     }
 }
