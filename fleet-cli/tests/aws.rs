@@ -478,7 +478,7 @@ async fn up_on_ec2_parks_a_pool_vm_and_starts_it_for_a_job() {
     let url = sim.url();
     let dir = stack_dir(|text| {
         text.replace(
-            "gitlab_url: http://127.0.0.1:8929",
+            "gitlab_url: https://gitlab.example.com   # VMs reach GitLab here: never a loopback address",
             &format!("gitlab_url: {url}\n  token_env: FLEET_TEST_GITLAB_TOKEN\n  projects: [team/app]"),
         )
         .replace(

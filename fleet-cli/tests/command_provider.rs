@@ -35,7 +35,7 @@ instance:
   image: Ubuntu2404
   types: [Standard_Huge, Standard_B2s]
 runner:
-  gitlab_url: http://127.0.0.1:8929
+  gitlab_url: http://10.0.2.2:8929
 policy:
   min_instances: 3
 state:

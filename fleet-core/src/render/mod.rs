@@ -28,7 +28,7 @@ use crate::state::State;
 
 pub use error::RenderError;
 pub use limits::{check_hostname, check_user_data_size, gzip};
-pub use vars::{InventoryHost, InventoryVars, StackVars, UserDataVars};
+pub use vars::{InstallVars, InventoryHost, InventoryVars, StackVars, UserDataVars};
 
 /// Whether secrets are rendered as their values or masked.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -48,6 +48,7 @@ pub struct Renderer {
     inventory: Option<TemplateText>,
     vars: StackVars,
     token: Option<Secret>,
+    cache_keys: Option<(Secret, Secret)>,
 }
 
 impl Renderer {
@@ -60,6 +61,10 @@ impl Renderer {
             (None, Some(var)) => loaded.secret(var).cloned(),
             _ => None,
         };
+        let cache = s.runner.cache.as_ref();
+        let key = |var: Option<&String>| var.and_then(|v| loaded.secret(v)).cloned();
+        let cache_keys = key(cache.and_then(|c| c.access_key_env.as_ref()))
+            .zip(key(cache.and_then(|c| c.secret_key_env.as_ref())));
         Renderer {
             user_data: t.user_data.clone(),
             playbook: t.playbook.clone(),
@@ -67,6 +72,7 @@ impl Renderer {
             inventory: t.inventory.clone(),
             vars: StackVars::from_stack(s, token.is_some()),
             token,
+            cache_keys,
         }
     }
 
@@ -122,10 +128,16 @@ impl Renderer {
             }),
             _ => None,
         };
+        let show = |s: &Secret| match secrets {
+            Secrets::Shown => s.expose().to_string(),
+            Secrets::Masked => MASK.to_string(),
+        };
         UserDataVars {
             stack: self.vars.clone(),
             hostname: instance.to_string(),
             runner_token: token,
+            runner_cache_access_key: self.cache_keys.as_ref().map(|(a, _)| show(a)),
+            runner_cache_secret_key: self.cache_keys.as_ref().map(|(_, s)| show(s)),
             playbook: self.playbook.as_ref().map(|t| t.source.clone()),
             runner_config_template: self.runner_config.as_ref().map(|t| t.source.clone()),
         }

@@ -3,7 +3,7 @@
 
 use serde::Serialize;
 
-use crate::stack::{CacheConfig, Stack};
+use crate::stack::{CacheConfig, DockerSource, Stack, DEFAULT_DOCKER_CE_VERSION};
 use crate::state::State;
 
 /// Variables every instance of a stack gets alike. Together with the template files they
@@ -18,6 +18,7 @@ pub struct StackVars {
     pub provider: String,
     /// `instance.image`.
     pub image: String,
+    /// GitLab's URL as the VMs reach it: `runner.instance_gitlab_url`, else
     /// `runner.gitlab_url`.
     pub gitlab_url: Option<String>,
     /// `runner.tags`.
@@ -45,6 +46,29 @@ pub struct StackVars {
     pub runner_token_ssm_parameter: Option<String>,
     /// `provider.region`, when the provider has one.
     pub aws_region: Option<String>,
+    /// `runner.version`.
+    pub runner_version: String,
+    /// `runner.install`, with the Docker version defaulted.
+    pub install: InstallVars,
+}
+
+/// `runner.install` as the playbook sees it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct InstallVars {
+    /// `docker-ce`, `docker.io` or `preinstalled`.
+    pub docker: &'static str,
+    /// Docker version to pin, `none` for the distribution's own.
+    pub docker_version: Option<String>,
+    /// Mirror of Docker's repository, `none` for Docker's own.
+    pub docker_repository: Option<String>,
+    /// `repository`, `deb` or `preinstalled`.
+    pub runner: &'static str,
+    /// Mirror of GitLab's repository, `none` for GitLab's own.
+    pub runner_repository: Option<String>,
+    /// The `.deb` to install with `runner: deb`.
+    pub runner_deb: Option<String>,
+    /// apt proxy URL.
+    pub apt_proxy: Option<String>,
 }
 
 impl StackVars {
@@ -68,7 +92,10 @@ impl StackVars {
             stack_group: ansible_group(&stack.name),
             provider: stack.provider.kind.clone(),
             image: stack.instance.image.clone(),
-            gitlab_url: r.gitlab_url.clone(),
+            gitlab_url: r
+                .instance_gitlab_url
+                .clone()
+                .or_else(|| r.gitlab_url.clone()),
             runner_tags: r.tags.clone(),
             runner_run_untagged: r.run_untagged,
             runner_executor: r.executor.as_str(),
@@ -85,6 +112,20 @@ impl StackVars {
             },
             runner_token_ssm_parameter: r.token_ssm_parameter.clone(),
             aws_region: region,
+            runner_version: r.version.clone(),
+            install: InstallVars {
+                docker: r.install.docker.as_str(),
+                docker_version: match (&r.install.docker_version, r.install.docker) {
+                    (Some(v), _) => Some(v.clone()),
+                    (None, DockerSource::DockerCe) => Some(DEFAULT_DOCKER_CE_VERSION.into()),
+                    (None, _) => None,
+                },
+                docker_repository: r.install.docker_repository.clone(),
+                runner: r.install.runner.as_str(),
+                runner_repository: r.install.runner_repository.clone(),
+                runner_deb: r.install.runner_deb.clone(),
+                apt_proxy: r.install.apt_proxy.clone(),
+            },
         }
     }
 }
@@ -100,6 +141,11 @@ pub struct UserDataVars {
     /// The runner token written to the VM (mode 0600), masked unless secrets are shown;
     /// `none` unless `runner_token_source` is `inline`.
     pub runner_token: Option<String>,
+    /// The cache store's access key (`runner.cache.access_key_env`), written to the VM
+    /// (mode 0600), masked unless secrets are shown.
+    pub runner_cache_access_key: Option<String>,
+    /// The cache store's secret key, like the access key.
+    pub runner_cache_secret_key: Option<String>,
     /// The playbook file's text (`templates.playbook`), carried verbatim.
     pub playbook: Option<String>,
     /// The `config.toml` template's text (`templates.runner_config`), carried verbatim for

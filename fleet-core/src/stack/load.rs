@@ -74,12 +74,22 @@ pub fn load_str(
         templates: Templates::default(),
     };
     validate(&loaded)?;
+    super::bootstrap::validate_gitlab_reach(&loaded, env)?;
     loaded.compile_policy()?;
     let templates = Templates::read(&loaded.stack.templates, loaded.dir(), |key| {
         loaded.origin(key)
     })?;
     loaded.templates = templates;
+    let cache = loaded.stack.runner.cache.as_ref();
     let named = [
+        (
+            "runner.cache.access_key_env",
+            cache.and_then(|c| c.access_key_env.clone()),
+        ),
+        (
+            "runner.cache.secret_key_env",
+            cache.and_then(|c| c.secret_key_env.clone()),
+        ),
         ("runner.token_env", loaded.stack.runner.token_env.clone()),
         (
             "runner.runner_token_env",
@@ -324,11 +334,15 @@ const MIN_MAXIMUM_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(
 fn validate_runner(l: &LoadedStack) -> Result<(), StackError> {
     use super::{GitLabRef, RunnerType};
     let r = &l.stack.runner;
-    if let Some(url) = &r.gitlab_url {
+    for (key, url) in [
+        ("runner.gitlab_url", &r.gitlab_url),
+        ("runner.instance_gitlab_url", &r.instance_gitlab_url),
+    ] {
+        let Some(url) = url else { continue };
         if !(url.starts_with("http://") || url.starts_with("https://")) {
             return Err(l.error_at(
-                "runner.gitlab_url",
-                format!("runner.gitlab_url `{url}` is not an http:// or https:// URL"),
+                key,
+                format!("{key} `{url}` is not an http:// or https:// URL"),
                 "write GitLab's base URL, like https://gitlab.example.com",
             ));
         }

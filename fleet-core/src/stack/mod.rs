@@ -24,7 +24,10 @@ use serde::{Deserialize, Serialize};
 use crate::resource::ResourceSpec;
 use crate::secret::Secret;
 
-pub use bootstrap::{CacheConfig, CacheKind, RunnerExecutor};
+pub use bootstrap::{
+    CacheConfig, CacheKind, DockerSource, InstallConfig, RunnerExecutor, RunnerSource,
+    DEFAULT_DOCKER_CE_VERSION, DEFAULT_RUNNER_VERSION,
+};
 pub use daemon::DaemonConfig;
 pub use error::{StackError, StackErrorKind};
 pub use load::{load, load_str, EnvLookup};
@@ -101,6 +104,10 @@ pub struct RunnerConfig {
     /// GitLab's base URL.
     #[serde(default)]
     pub gitlab_url: Option<String>,
+    /// GitLab's base URL as the VMs reach it, when that differs from `gitlab_url` (a
+    /// private address, or the host's 10.0.2.2 under libvirt's user networking).
+    #[serde(default)]
+    pub instance_gitlab_url: Option<String>,
     /// Runner tags.
     #[serde(default)]
     pub tags: Vec<String>,
@@ -159,12 +166,19 @@ pub struct RunnerConfig {
     /// so the token is not in the user data.
     #[serde(default)]
     pub token_ssm_parameter: Option<String>,
+    /// gitlab-runner version the VMs install.
+    #[serde(default = "bootstrap::default_runner_version")]
+    pub version: String,
+    /// Where the VMs get Docker and gitlab-runner, and an apt proxy.
+    #[serde(default)]
+    pub install: InstallConfig,
 }
 
 impl Default for RunnerConfig {
     fn default() -> Self {
         RunnerConfig {
             gitlab_url: None,
+            instance_gitlab_url: None,
             tags: Vec::new(),
             run_untagged: true,
             token_env: None,
@@ -183,6 +197,8 @@ impl Default for RunnerConfig {
             drain_timeout: bootstrap::default_drain_timeout(),
             cache: None,
             token_ssm_parameter: None,
+            version: bootstrap::default_runner_version(),
+            install: InstallConfig::default(),
         }
     }
 }
