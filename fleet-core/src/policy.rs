@@ -324,9 +324,8 @@ mod tests {
             max_instances: 50,
             ..PolicyConfig::default()
         };
-        // A week later, quiet: with the forecast on, the pool is filled for 12 slots: one
-        // VM runs, so 11 stopped VMs are wanted, the idle one will be parked (1 there),
-        // ten are made. Off, nothing is made.
+        // A week later, quiet: with the forecast on, the pool is filled for 12 slots: the
+        // idle VM will be parked (1 there), eleven are made. Off, nothing is made.
         let d = decide_at(&state, &config(true), week - 1800);
         let pool: Vec<_> = d
             .actions
@@ -340,9 +339,9 @@ mod tests {
         assert_eq!(
             pool,
             vec![(
-                10,
+                11,
                 Why::PoolRefill {
-                    want: 11,
+                    want: 12,
                     have: 1,
                     expected: 12
                 }

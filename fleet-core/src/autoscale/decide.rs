@@ -128,7 +128,6 @@ pub fn decide(e: &Effective, demand: &Demand, fleet: &[VmView], now: DateTime<Ut
     let mut started = 0usize;
     let mut created = 0u32;
     let mut room = e.max_instances.saturating_sub(total);
-    let want_total: u32 = wants.iter().map(|w| w.0).sum();
     for (n, why) in wants {
         let mut n = n;
         while n > 0 && budget > 0 && started < stopped.len() {
@@ -168,22 +167,31 @@ pub fn decide(e: &Effective, demand: &Demand, fleet: &[VmView], now: DateTime<Ut
         return out;
     }
 
-    // Step 2: refill the stopped pool, counting VMs that are stopping and VMs booting or
-    // idle beyond every need (they will be parked).
+    // Step 2: refill the stopped pool. The pool counts every VM that will come back to it:
+    // stopped and stopping ones, and running ones (busy, idle, booting, starting) beyond
+    // what stays running at rest (`idle_count`, `min_instances`); a VM started for a burst
+    // returns when its job ends, so none is created to replace it (no churn).
     let stopped_left = (stopped.len() - started) as u32;
     let stopping = fleet
         .iter()
         .filter(|v| v.state == VmState::Stopping)
         .count() as u32;
-    let surplus_slots = (covered + want_total * cap).saturating_sub(pending + idle_want);
-    let surplus_vms = surplus_slots / cap;
-    let pool_have = stopped_left + stopping + surplus_vms;
-    // The forecast asks for enough stopped VMs to take the fleet to the expected demand.
-    let running_after_growth = running_like + created + started as u32;
-    let forecast_want = e
-        .expected_peak
-        .div_ceil(cap)
-        .saturating_sub(running_after_growth);
+    let returning = fleet
+        .iter()
+        .filter(|v| {
+            matches!(
+                v.state,
+                VmState::Idle | VmState::Busy | VmState::Booting | VmState::Starting
+            ) && !max_use(v)
+        })
+        .count() as u32
+        + stopped.len() as u32
+        + stopping
+        + created;
+    let at_rest = e.idle_count.div_ceil(cap).max(e.min_instances);
+    let pool_have = returning.saturating_sub(at_rest);
+    // The forecast asks for enough VMs to take the fleet to the expected demand.
+    let forecast_want = e.expected_peak.div_ceil(cap).saturating_sub(at_rest);
     let pool_want = e.stopped_count.max(forecast_want).min(e.stopped_max);
     let expected = if forecast_want > e.stopped_count {
         e.expected_peak

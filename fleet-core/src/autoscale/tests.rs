@@ -203,9 +203,10 @@ fn the_forecast_grows_the_pool_ahead_of_a_surge_and_keeps_it_through_it() {
     assert_eq!(e.expected_peak, 12);
     let fleet = [vm(VmState::Busy, -60, 1), vm(VmState::Stopped, -7200, 1)];
     let s = decide(&e, &known(0, 1), &fleet, now);
+    // Twelve VMs wanted in all; the busy one will come back to the pool.
     let why = Why::PoolRefill {
-        want: 11,
-        have: 1,
+        want: 12,
+        have: 2,
         expected: 12,
     };
     assert_eq!(s.actions, vec![FleetAction::Create { count: 10, why }]);
