@@ -8,9 +8,11 @@
 mod decide;
 pub mod forecast;
 pub mod learn;
+pub mod record;
 pub mod settings;
 #[cfg(test)]
 mod tests;
+pub mod tune;
 
 use std::fmt;
 
