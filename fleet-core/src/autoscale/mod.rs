@@ -19,7 +19,7 @@ use std::fmt;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-pub use decide::decide;
+pub use decide::{decide, Grow, Pool, Steps, Stock};
 pub use forecast::Forecast;
 pub use learn::{Phase, Timings};
 pub use settings::{BillingConfig, BillingUnit, Effective, PeriodConfig, Settings};
@@ -268,6 +268,8 @@ pub struct Scaling {
     pub total_after: u32,
     /// Whether stops and retires were allowed (demand known).
     pub may_scale_in: bool,
+    /// What each step of the decision found.
+    pub steps: decide::Steps,
 }
 
 impl Scaling {

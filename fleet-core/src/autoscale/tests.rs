@@ -235,6 +235,49 @@ fn the_forecast_grows_the_pool_ahead_of_a_surge_and_keeps_it_through_it() {
 }
 
 #[test]
+fn each_step_reports_what_it_found() {
+    let e = eff(|c| c.stopped_count = 4);
+    // Six jobs wait; one VM boots, one is stopped, one is busy.
+    let fleet = [
+        vm(VmState::Booting, -10, 0),
+        vm(VmState::Stopped, -100, 3),
+        vm(VmState::Busy, -50, 3),
+    ];
+    let s = decide(&e, &known(6, 1), &fleet, t(0));
+    assert_eq!(
+        s.steps.stock,
+        Stock {
+            free_slots: 0,
+            incoming_slots: 1,
+            on_the_way: 1,
+            late: 0,
+            running: 2,
+            pending: 6,
+            in_use: 1,
+        }
+    );
+    assert_eq!(
+        s.steps.grow,
+        Grow {
+            queue_short: 5,
+            spare_want: 0,
+            started: 1,
+            created: 4,
+        }
+    );
+    // The queue is short: the pool waits (its seven VMs will come back to it anyway).
+    assert_eq!(
+        s.steps.pool,
+        Pool {
+            want: 4,
+            have: 7,
+            created: 0
+        }
+    );
+    assert_eq!((s.steps.stopped, s.steps.retired, s.total_after), (0, 0, 7));
+}
+
+#[test]
 fn the_stopped_pool_is_refilled_and_fresh_vms_are_parked() {
     let e = eff(|c| c.stopped_count = 3);
     let fleet = [vm(VmState::Stopped, -10, 2)];
