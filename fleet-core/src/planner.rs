@@ -811,6 +811,7 @@ pub fn refresh_facts(state: &mut State, observed: &Observed, now: DateTime<Utc>)
     changed |= crate::autoscale::learn::measure(state, observed, now);
     if let Some(crate::ci::Demand::Known { pending, running }) = &observed.demand {
         changed |= state.forecast.observe(now, pending + running);
+        changed |= state.demand.observe(now, *pending, *running);
     }
     changed
 }

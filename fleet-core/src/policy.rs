@@ -118,6 +118,7 @@ impl Policy for DemandPolicy {
             .at(input.now)
             .learn(&input.state.timings)
             .with_forecast(&input.state.forecast, input.now);
+        let e = autoscale::tune::effective(e, &input.state.demand, input.now);
         let (names, views) = fleet_view(input.state);
         let s = autoscale::decide(&e, input.demand, &views, input.now);
         let actions: Vec<PlannedAction> = s

@@ -321,14 +321,21 @@ impl Decision<'_> {
         if have < want && g.queue_short == 0 {
             let c = (want - have).min(budget).min(room);
             if c > 0 {
-                out.actions.push(FleetAction::Create {
-                    count: c,
-                    why: Why::PoolRefill {
+                let why = match e.learned {
+                    Some(l) if expected > 0 => Why::PoolLearned {
+                        want,
+                        have,
+                        level: l.level,
+                        largest: l.largest,
+                        days: l.days.floor() as u32,
+                    },
+                    _ => Why::PoolRefill {
                         want,
                         have,
                         expected,
                     },
-                });
+                };
+                out.actions.push(FleetAction::Create { count: c, why });
                 p.created = c;
             }
         }

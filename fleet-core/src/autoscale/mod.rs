@@ -100,6 +100,20 @@ pub enum Why {
         #[serde(default, skip_serializing_if = "is_zero")]
         expected: u32,
     },
+    /// Fewer VMs in the pool than the level learned from the demand record asks for now
+    /// (`policy.target`).
+    PoolLearned {
+        /// Stopped VMs wanted (when every VM is back).
+        want: u32,
+        /// VMs that are or will be in the pool.
+        have: u32,
+        /// The learned level now, in job slots.
+        level: u32,
+        /// The largest demand in the record, in jobs.
+        largest: u32,
+        /// Days of demand the record covers.
+        days: u32,
+    },
     /// Idle longer than `idle_time`, and the stopped pool has room.
     IdleStop {
         /// Seconds idle.
@@ -188,6 +202,16 @@ impl fmt::Display for Why {
                     "stopped pool below {want} for the {expected} jobs at once seen this hour or the next in recent weeks (forecast; {have} there or on their way)"
                 )
             }
+            Why::PoolLearned {
+                want,
+                have,
+                level,
+                largest,
+                days,
+            } => write!(
+                f,
+                "pool {want}: the level learned for this hour is {level} job slots (at most {largest} jobs at once in the last {days} days; {have} there or on their way)"
+            ),
             Why::IdleStop { idle_s } => {
                 write!(f, "idle {idle_s}s > idle_time; stopped pool has room")
             }

@@ -179,6 +179,12 @@ pub struct Effective {
     pub billing: BillingConfig,
     /// Index of the `periods[]` entry in force, if any.
     pub period: Option<usize>,
+    /// The wait target the pool is learned for (`policy.target`), if set.
+    pub target: Option<super::tune::Target>,
+    /// What capacity costs.
+    pub prices: super::tune::Prices,
+    /// What was learned for this moment (set by [`super::tune::apply`]).
+    pub learned: Option<super::tune::Choice>,
 }
 
 /// The policy settings, checked and with their schedules compiled.
@@ -257,6 +263,37 @@ impl Settings {
                 "use a few minutes, like 3m",
             ));
         }
+        if let Some(t) = c.target {
+            if t.wait.is_zero() {
+                return Err(problem(
+                    "policy.target.wait".into(),
+                    "target wait is zero".into(),
+                    "state the wait you accept, like 60s",
+                ));
+            }
+            if !(t.percentile.is_finite() && (50.0..=99.9).contains(&t.percentile)) {
+                return Err(problem(
+                    "policy.target.percentile".into(),
+                    format!("percentile {} is not between 50 and 99.9", t.percentile),
+                    "use 95 for the 95th percentile",
+                ));
+            }
+        }
+        let price_ok = |p: f64| p.is_finite() && p >= 0.0;
+        if !(price_ok(c.prices.running) && c.prices.running > 0.0) {
+            return Err(problem(
+                "policy.prices.running".into(),
+                format!("running price {} is not a number above 0", c.prices.running),
+                "give the price of a running VM-hour, like 0.0104",
+            ));
+        }
+        if let Some(p) = c.prices.stopped.filter(|&p| !price_ok(p)) {
+            return Err(problem(
+                "policy.prices.stopped".into(),
+                format!("stopped price {p} is not a number of 0 or more"),
+                "give the price of a stopped VM-hour (its disk), or leave it out",
+            ));
+        }
         let mut periods = Vec::with_capacity(c.periods.len());
         for (i, p) in c.periods.iter().enumerate() {
             if p.schedule.is_empty() {
@@ -333,6 +370,9 @@ impl Settings {
                 resume_time: c.resume_time,
                 billing: c.billing,
                 period: None,
+                target: c.target,
+                prices: c.prices.resolve(),
+                learned: None,
             },
             periods,
         })

@@ -418,6 +418,29 @@ fn config_strategy() -> impl Strategy<Value = PolicyConfig> {
         )
 }
 
+/// Anything the learner may conclude: a cold start, or any level, retention and tier.
+fn learned_strategy() -> impl Strategy<Value = Option<tune::Learned>> {
+    prop_oneof![
+        Just(None),
+        Just(Some(tune::Learned::Cold { covers_s: 100 })),
+        (0u32..120, 0u32..200, 1u64..48, any::<bool>()).prop_map(
+            |(floor, level, keep, running)| {
+                Some(tune::Learned::Tuned(tune::Choice {
+                    floor,
+                    keep: Duration::from_secs(keep * 600),
+                    profile: tune::Profile::Daily,
+                    running,
+                    level: level.max(floor),
+                    missed: 0.01,
+                    jobs: 100,
+                    largest: level,
+                    days: 3.0,
+                }))
+            }
+        ),
+    ]
+}
+
 proptest! {
     #[test]
     fn the_policy_keeps_its_invariants(
@@ -428,10 +451,15 @@ proptest! {
         known_demand in any::<bool>(),
         at in 0i64..7200,
         expected_peak in prop_oneof![Just(0u32), 0u32..120],
+        learned in learned_strategy(),
     ) {
-        // Forecast on or off, with any expected demand; any time for late boots.
+        // Forecast on or off, with any expected demand; any time for late boots; and
+        // whatever the target's learning concluded.
         let mut e = Settings::from_config(&config).unwrap().base().clone();
         e.expected_peak = expected_peak;
+        if let Some(l) = learned {
+            e = tune::apply(e, &l);
+        }
         let demand = if known_demand {
             Demand::Known { pending, running }
         } else {

@@ -22,9 +22,10 @@
 //! than anything before it counts as missed unless the floor covers it, and a young record
 //! yields a floor as large as its largest burst: the cold start is conservative by itself.
 //!
-//! Before the record covers [`LEARN_S`] the policy is in its cold start: no floor beyond
-//! `stopped_count`, and every VM a burst needed is kept stopped (nothing retired for lack
-//! of use) until it has learned.
+//! Before the record covers [`LEARN_S`] the policy is in its cold start: [`COLD_POOL`]
+//! stopped VMs are kept ready (CI pipelines of up to about 20 jobs are common) and every
+//! VM a burst needed is kept stopped (nothing retired for lack of use) until it has
+//! learned. A record seeded from the CI system's job history skips it.
 //!
 //! When a resume takes longer than the target wait (or the cloud cannot stop VMs), stopped
 //! VMs do not meet the target: the level is then kept running and priced so. When a boot
@@ -34,23 +35,76 @@
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
 
 use super::record::{above, DemandRecord, LEVELS, SLOTS_PER_HOUR, SLOT_S};
+use super::settings::Effective;
 
 /// How long the record must cover before the policy learns from it.
-pub const LEARN_S: i64 = 86_400;
+pub const LEARN_S: i64 = 3 * 86_400;
 /// Share of the target's allowance the replay may use (see the module docs).
 pub const MARGIN: f64 = 0.5;
+/// The choice is made again every this many slots (six hours); the level it implies is
+/// recomputed every hour.
+pub const TUNE_SLOTS: i64 = 6 * SLOTS_PER_HOUR;
 /// Retention candidates, in slots (10 min to 8 h).
 const KEEP_SLOTS: [i64; 6] = [1, 3, 6, 12, 24, 48];
 
-/// The wait target: `percentile` % of jobs wait at most `wait`.
-#[derive(Debug, Clone, Copy, PartialEq)]
+/// The wait target (`policy.target`): `percentile` % of jobs wait at most `wait`.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Target {
     /// The wait.
+    #[serde(with = "crate::stack::duration_serde")]
     pub wait: Duration,
     /// The share of jobs, in percent (50 to 99.9).
+    #[serde(default = "default_percentile")]
     pub percentile: f64,
+}
+
+fn default_percentile() -> f64 {
+    95.0
+}
+
+/// What capacity costs per VM-hour as the stack states it (`policy.prices`).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PricesConfig {
+    /// A running VM (any unit; only ratios matter to the policy).
+    #[serde(default = "default_running_price")]
+    pub running: f64,
+    /// A stopped VM. Default: [`STOPPED_SHARE`] of `running` (an EC2 instance stopped
+    /// costs its volume only); on clouds that bill stopped VMs (Hetzner) the provider sets
+    /// it to `running`, and a stopped pool then saves nothing.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stopped: Option<f64>,
+}
+
+/// A stopped VM's price as a share of a running one's by default: a small EC2 instance's
+/// gp3 volume against its hourly price.
+pub const STOPPED_SHARE: f64 = 0.035;
+
+fn default_running_price() -> f64 {
+    1.0
+}
+
+impl Default for PricesConfig {
+    fn default() -> Self {
+        PricesConfig {
+            running: default_running_price(),
+            stopped: None,
+        }
+    }
+}
+
+impl PricesConfig {
+    /// The prices with the default filled in.
+    pub fn resolve(&self) -> Prices {
+        Prices {
+            running: self.running,
+            stopped: self.stopped.unwrap_or(self.running * STOPPED_SHARE),
+        }
+    }
 }
 
 /// What capacity costs per VM-hour.
@@ -141,20 +195,20 @@ pub enum Learned {
 }
 
 /// The record laid out densely over the window it is replayed on.
-struct Window {
+struct Window<'a> {
     /// Peak demand per slot.
     peak: Vec<u32>,
     /// Arrivals per rank bucket per slot (empty when none).
-    ranks: Vec<Vec<u32>>,
+    ranks: Vec<&'a [u32]>,
     /// Peak demand per hour.
     hour_peak: Vec<u32>,
 }
 
-impl Window {
-    fn new(r: &DemandRecord, start: i64, end: i64) -> Window {
+impl<'a> Window<'a> {
+    fn new(r: &'a DemandRecord, start: i64, end: i64) -> Window<'a> {
         let n = (end - start).max(0) as usize;
         let mut peak = vec![0; n];
-        let mut ranks = vec![Vec::new(); n];
+        let mut ranks: Vec<&[u32]> = vec![&[]; n];
         let hours = n.div_ceil(SLOTS_PER_HOUR as usize) + 1;
         let mut hour_peak = vec![0; hours];
         for s in &r.slots {
@@ -163,7 +217,7 @@ impl Window {
             }
             let i = (s.at - start) as usize;
             peak[i] = s.peak;
-            ranks[i] = s.ranks.clone();
+            ranks[i] = &s.ranks;
             let h = ((s.at - hour_of(start)) / SLOTS_PER_HOUR) as usize;
             hour_peak[h] = hour_peak[h].max(s.peak);
         }
@@ -194,6 +248,23 @@ impl Window {
     }
 }
 
+/// For each `i`, the largest of `v[i-k..i]` (0 for none).
+fn sliding_max_before(v: &[u32], k: usize) -> Vec<u32> {
+    let mut out = Vec::with_capacity(v.len());
+    let mut q: std::collections::VecDeque<usize> = std::collections::VecDeque::new();
+    for i in 0..v.len() {
+        while q.front().is_some_and(|&j| j + k < i) {
+            q.pop_front();
+        }
+        out.push(q.front().map_or(0, |&j| v[j]));
+        while q.back().is_some_and(|&j| v[j] <= v[i]) {
+            q.pop_back();
+        }
+        q.push_back(i);
+    }
+    out
+}
+
 /// First slot of the hour of slot `s`.
 fn hour_of(s: i64) -> i64 {
     s.div_euclid(SLOTS_PER_HOUR) * SLOTS_PER_HOUR
@@ -209,15 +280,16 @@ struct Outcome {
 /// choice is the same at every moment of an hour). `floor_min` (job slots) is the least
 /// floor the stack asks for.
 pub fn learn(record: &DemandRecord, p: &Problem, floor_min: u32, now: DateTime<Utc>) -> Learned {
-    let covers_s = record.covers_s(now);
+    let now_slot = now.timestamp().div_euclid(SLOT_S);
+    let end = now_slot.div_euclid(TUNE_SLOTS) * TUNE_SLOTS;
     let Some(since) = record.since else {
-        return Learned::Cold { covers_s };
+        return Learned::Cold { covers_s: 0 };
     };
+    // Counted to the start of the tuning block, as everything else here.
+    let covers_s = ((end - since) * SLOT_S).max(0);
     if covers_s < LEARN_S {
         return Learned::Cold { covers_s };
     }
-    let now_slot = now.timestamp().div_euclid(SLOT_S);
-    let end = hour_of(now_slot);
     let start = hour_of(since);
     let w = Window::new(record, start, end);
     let cap = p.capacity.max(1);
@@ -231,24 +303,26 @@ pub fn learn(record: &DemandRecord, p: &Problem, floor_min: u32, now: DateTime<U
     };
     let boot_cost = p.prices.running * p.boot.max(p.billing_minimum).as_secs_f64() / 3600.0;
     let slot_h = SLOT_S as f64 / 3600.0;
-    let jobs: f64 = w.ranks.iter().flatten().map(|&c| f64::from(c)).sum();
-    let allowed = (1.0 - p.target.percentile / 100.0) * MARGIN;
+    let jobs: f64 = w
+        .ranks
+        .iter()
+        .flat_map(|r| r.iter())
+        .map(|&c| f64::from(c))
+        .sum();
+    let largest = w.peak.iter().copied().max().unwrap_or(0);
+    // One more burst as large as the largest seen is assumed to come unforeseen: with few
+    // jobs in the record that alone uses the allowance, and the floor covers the largest.
+    let unforeseen = if jobs > 0.0 {
+        0.75 * f64::from(largest) / jobs
+    } else {
+        0.0
+    };
+    let allowed = (1.0 - p.target.percentile / 100.0) * MARGIN - unforeseen;
 
-    // Highest demand over the `k` slots before each slot.
+    // Highest demand over the `k` slots before each slot (a sliding maximum).
     let kept: Vec<Vec<u32>> = KEEP_SLOTS
         .iter()
-        .map(|&k| {
-            let k = k as usize;
-            (0..w.peak.len())
-                .map(|i| {
-                    w.peak[i.saturating_sub(k)..i]
-                        .iter()
-                        .copied()
-                        .max()
-                        .unwrap_or(0)
-                })
-                .collect()
-        })
+        .map(|&k| sliding_max_before(&w.peak, k as usize))
         .collect();
     let profiles = [Profile::Flat, Profile::Daily, Profile::Weekly];
     let shaped: Vec<Vec<u32>> = profiles
@@ -273,7 +347,7 @@ pub fn learn(record: &DemandRecord, p: &Problem, floor_min: u32, now: DateTime<U
             jobs += w.ranks[i].iter().map(|&c| f64::from(c)).sum::<f64>();
             let level = floor.max(keep[i]).max(shape[i]).min(max_slots);
             if misses_possible && !w.ranks[i].is_empty() {
-                missed += above(&w.ranks[i], level);
+                missed += above(w.ranks[i], level);
             }
             let exist = level.max(w.peak[i]);
             boots += f64::from(exist.saturating_sub(prev));
@@ -292,6 +366,12 @@ pub fn learn(record: &DemandRecord, p: &Problem, floor_min: u32, now: DateTime<U
         .map(|f| f.max(floor_min))
         .filter(|&f| f <= max_slots.max(floor_min))
         .collect();
+    // No floor above the largest demand seen (the level beyond it would serve nothing).
+    let top = floors
+        .iter()
+        .position(|&f| f >= largest)
+        .map_or(floors.len(), |i| i + 1);
+    floors.truncate(top.max(1));
     floors.dedup();
     let mut best: Option<(Outcome, u32, usize, usize)> = None;
     let mut fewest: Option<(Outcome, u32, usize, usize)> = None;
@@ -335,7 +415,7 @@ pub fn learn(record: &DemandRecord, p: &Problem, floor_min: u32, now: DateTime<U
     };
     let profile = profiles[si];
     let level = floor
-        .max(w.profile_at(profile, (end - start) / SLOTS_PER_HOUR))
+        .max(profile_level(record, profile, now))
         .min(max_slots);
     Learned::Tuned(Choice {
         floor,
@@ -345,9 +425,139 @@ pub fn learn(record: &DemandRecord, p: &Problem, floor_min: u32, now: DateTime<U
         level,
         missed: o.missed,
         jobs: jobs as u64,
-        largest: w.peak.iter().copied().max().unwrap_or(0),
+        largest,
         days: covers_s as f64 / 86_400.0,
     })
+}
+
+/// The profile's level at `now`: the highest demand of the record in this hour and the
+/// next, one day (daily) or one week (weekly) back and further.
+pub fn profile_level(record: &DemandRecord, profile: Profile, now: DateTime<Utc>) -> u32 {
+    let (step, back) = match profile {
+        Profile::Flat => return 0,
+        Profile::Daily => (24, 7),
+        Profile::Weekly => (168, 3),
+    };
+    let hour = now.timestamp().div_euclid(3600);
+    let mut best = 0;
+    for k in 1..=back {
+        let from = (hour - k * step) * SLOTS_PER_HOUR;
+        let to = from + 2 * SLOTS_PER_HOUR;
+        let i = record.slots.partition_point(|s| s.at < from);
+        for s in record.slots[i..].iter().take_while(|s| s.at < to) {
+            best = best.max(s.peak);
+        }
+    }
+    best
+}
+
+/// Stopped VMs the cold start keeps ready (at most `stopped_max`).
+pub const COLD_POOL: u32 = 20;
+
+/// How long the cold start keeps a burst's VMs: until the record has been learned from.
+pub const COLD_KEEP: Duration = Duration::from_secs((super::record::KEEP_SLOTS * SLOT_S) as u64);
+
+impl Problem {
+    /// The problem the settings `e` pose, with its target.
+    pub fn of(e: &Effective, target: Target) -> Problem {
+        Problem {
+            target,
+            prices: e.prices,
+            boot: e.boot_time,
+            resume: e.resume_time,
+            billing_minimum: e.billing.minimum,
+            capacity: e.capacity_per_instance,
+            max_instances: e.max_instances,
+            can_stop: e.stopped_max > 0,
+        }
+    }
+}
+
+/// Caches [`learn`] per hour: its answer depends only on the record before the current
+/// hour, so the cached answer is the one `learn` would give (this is what makes the
+/// simulator's replay the same as `up`'s, which learns on every reconcile).
+#[derive(Debug, Clone, Default)]
+pub struct Cache {
+    key: Option<(i64, u32, Problem)>,
+    learned: Option<Learned>,
+}
+
+impl Cache {
+    /// What was learned at `now` under `e` (tuned again only when the six-hour block or
+    /// the problem changes; the level follows the hour). `record` must be the one the
+    /// previous calls saw, with later observations only.
+    pub fn learned(
+        &mut self,
+        e: &Effective,
+        record: &DemandRecord,
+        now: DateTime<Utc>,
+    ) -> Option<Learned> {
+        let target = e.target?;
+        let key = (
+            now.timestamp().div_euclid(SLOT_S * TUNE_SLOTS),
+            e.stopped_count,
+            Problem::of(e, target),
+        );
+        if self.key != Some(key) {
+            self.learned = Some(learned(e, target, record, now));
+            self.key = Some(key);
+        } else if let Some(Learned::Tuned(c)) = &mut self.learned {
+            let max_slots = e
+                .max_instances
+                .saturating_mul(e.capacity_per_instance.max(1));
+            c.level = c
+                .floor
+                .max(profile_level(record, c.profile, now))
+                .min(max_slots);
+        }
+        self.learned
+    }
+}
+
+fn learned(e: &Effective, target: Target, record: &DemandRecord, now: DateTime<Utc>) -> Learned {
+    let floor_min = e
+        .stopped_count
+        .saturating_mul(e.capacity_per_instance.max(1));
+    learn(record, &Problem::of(e, target), floor_min, now)
+}
+
+/// `e` with `policy.target`'s learning applied at `now`: [`learn`] on `record`, then
+/// [`apply`]. Without a target, `e` unchanged.
+pub fn effective(e: Effective, record: &DemandRecord, now: DateTime<Utc>) -> Effective {
+    match e.target {
+        Some(target) => {
+            let l = learned(&e, target, record, now);
+            apply(e, &l)
+        }
+        None => e,
+    }
+}
+
+/// `e` with what was learned: in the cold start, every VM a burst needed is kept stopped;
+/// once tuned, the pool follows the learned level (`expected_peak`) and keeps a burst's
+/// VMs for the learned time, or, when the level must run, `min_instances` holds it.
+pub fn apply(mut e: Effective, l: &Learned) -> Effective {
+    match *l {
+        Learned::Cold { .. } => {
+            e.stopped_time = e.stopped_time.max(COLD_KEEP);
+            e.stopped_count = e.stopped_count.max(COLD_POOL.min(e.stopped_max));
+        }
+        Learned::Tuned(c) => {
+            let cap = e.capacity_per_instance.max(1);
+            if c.running {
+                e.min_instances = e
+                    .min_instances
+                    .max(c.level.div_ceil(cap))
+                    .min(e.max_instances);
+                e.idle_time = e.idle_time.max(c.keep);
+            } else {
+                e.expected_peak = e.expected_peak.max(c.level);
+                e.stopped_time = c.keep;
+            }
+            e.learned = Some(c);
+        }
+    }
+    e
 }
 
 #[cfg(test)]
@@ -401,7 +611,7 @@ mod tests {
         ));
         pipeline(&mut r, 1.0, 10);
         assert!(matches!(
-            learn(&r, &problem(), 0, at(20.0)),
+            learn(&r, &problem(), 0, at(70.0)),
             Learned::Cold { .. }
         ));
     }
@@ -411,30 +621,32 @@ mod tests {
         // Pipelines of 10 jobs every three hours at changing minutes, for three days.
         let mut r = DemandRecord::default();
         r.observe(at(0.0), 0, 0);
-        for k in 0..24 {
+        for k in 0..40 {
             pipeline(&mut r, 0.5 + f64::from(k) * 3.1, 10);
         }
-        let c = tuned(learn(&r, &problem(), 0, at(75.0)));
+        let c = tuned(learn(&r, &problem(), 0, at(125.0)));
         // Either a floor of ten, or the VMs of one pipeline kept until the next.
         assert!(
             c.level >= 10 || c.keep >= Duration::from_secs(3 * 3600 + 360),
             "{c:?}"
         );
         assert!(c.missed <= 0.025, "{c:?}");
-        assert_eq!(c.jobs, 240);
+        assert!(c.jobs > 300, "{c:?}");
     }
 
     #[test]
     fn a_weekly_surge_is_met_by_the_weekly_profile_not_a_floor_all_week() {
-        // Every Monday at 9:00, 40 jobs; a few single jobs every day.
+        // Every Monday at 9:00, 40 jobs; pipelines of three jobs twice an hour.
         let mut r = DemandRecord::default();
         r.observe(at(0.0), 0, 0);
         for week in 0..3 {
             let base = f64::from(week) * 168.0;
-            pipeline(&mut r, base + 9.0, 40);
-            for d in 0..7 {
-                for h in [10.0, 14.0] {
-                    pipeline(&mut r, base + f64::from(d) * 24.0 + h, 1);
+            for h in 0..168 {
+                if h == 9 {
+                    pipeline(&mut r, base + 9.0, 40);
+                }
+                for m in [0.3, 0.8] {
+                    pipeline(&mut r, base + f64::from(h) + m, 3);
                 }
             }
         }
@@ -452,24 +664,24 @@ mod tests {
     fn a_boot_within_the_target_needs_no_level_and_a_slow_resume_keeps_it_running() {
         let mut r = DemandRecord::default();
         r.observe(at(0.0), 0, 0);
-        for k in 0..20 {
+        for k in 0..40 {
             pipeline(&mut r, 0.5 + f64::from(k) * 2.0, 8);
         }
         let fast = Problem {
             boot: Duration::from_secs(45),
             ..problem()
         };
-        let c = tuned(learn(&r, &fast, 0, at(45.0)));
+        let c = tuned(learn(&r, &fast, 0, at(85.0)));
         assert_eq!((c.floor, c.level, c.missed), (0, 0, 0.0), "{c:?}");
         let slow_resume = Problem {
             resume: Duration::from_secs(120),
             boot: Duration::from_secs(180),
             ..problem()
         };
-        let c = tuned(learn(&r, &slow_resume, 0, at(45.0)));
+        let c = tuned(learn(&r, &slow_resume, 0, at(85.0)));
         assert!(c.running, "{c:?}");
         // The stack's stopped_count is a floor under the learned one.
-        let c = tuned(learn(&r, &problem(), 30, at(45.0)));
+        let c = tuned(learn(&r, &problem(), 30, at(85.0)));
         assert!(c.floor >= 30 && c.level >= 30, "{c:?}");
     }
 }

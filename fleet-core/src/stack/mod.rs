@@ -292,6 +292,12 @@ pub struct PolicyConfig {
     /// Settings that override these on a schedule; the last matching entry wins.
     #[serde(default)]
     pub periods: Vec<crate::autoscale::PeriodConfig>,
+    /// The wait target; when set, the pool is learned from demand (docs/policy.md).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target: Option<crate::autoscale::tune::Target>,
+    /// What capacity costs per VM-hour.
+    #[serde(default)]
+    pub prices: crate::autoscale::tune::PricesConfig,
 }
 
 impl Default for PolicyConfig {
@@ -314,6 +320,8 @@ impl Default for PolicyConfig {
             resume_time: crate::autoscale::settings::default_resume_time(),
             billing: crate::autoscale::BillingConfig::default(),
             periods: Vec::new(),
+            target: None,
+            prices: crate::autoscale::tune::PricesConfig::default(),
         }
     }
 }
