@@ -522,14 +522,44 @@ fn learned(e: &Effective, target: Target, record: &DemandRecord, now: DateTime<U
 }
 
 /// `e` with `policy.target`'s learning applied at `now`: [`learn`] on `record`, then
-/// [`apply`]. Without a target, `e` unchanged.
-pub fn effective(e: Effective, record: &DemandRecord, now: DateTime<Utc>) -> Effective {
+/// [`apply`]; and what was learned. Without a target, `e` unchanged.
+pub fn effective(
+    e: Effective,
+    record: &DemandRecord,
+    now: DateTime<Utc>,
+) -> (Effective, Option<Learned>) {
     match e.target {
         Some(target) => {
             let l = learned(&e, target, record, now);
-            apply(e, &l)
+            (apply(e, &l), Some(l))
         }
-        None => e,
+        None => (e, None),
+    }
+}
+
+impl std::fmt::Display for Learned {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Learned::Cold { covers_s } => write!(
+                f,
+                "learning the pool: {:.1} h of demand recorded, {COLD_POOL} stopped VMs and every burst's VMs kept until {} days",
+                *covers_s as f64 / 3600.0,
+                LEARN_S / 86_400
+            ),
+            Learned::Tuned(c) => write!(
+                f,
+                "pool learned from {:.0} days ({} jobs, at most {} at once): floor {}, {} profile, a burst's VMs kept {} min, level {} job slots now {}; {:.1}% of those jobs would have waited a boot",
+                c.days,
+                c.jobs,
+                c.largest,
+                c.floor,
+                c.profile.as_str(),
+                c.keep.as_secs() / 60,
+                c.level,
+                if c.running { "(kept running)" } else { "(stopped)" },
+                c.missed * 100.0
+            ),
+        }
     }
 }
 
