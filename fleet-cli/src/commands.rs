@@ -11,7 +11,7 @@ use fleet_core::apply::{ApplyOptions, ApplyReport, NoProgress, Progress};
 use fleet_core::plan::{Operation, Plan, PLAN_FORMAT_VERSION};
 use fleet_core::state::{InstanceRecord, State};
 
-use crate::context::{new_lineage, Ctx};
+use crate::context::{new_lineage, Ctx, ReadOnly};
 use crate::output::{self, CliProgress};
 use crate::Global;
 
@@ -36,7 +36,7 @@ async fn execute(
         concurrency: a.concurrency,
         batch_size: a.batch_size,
     };
-    let executor = fleet.executor(state, options, progress, &clock)?;
+    let executor = fleet.executor(state, options, progress, &clock);
     Ok(executor.apply(plan, state, observed).await?)
 }
 
@@ -303,7 +303,7 @@ fn read_plan(path: &Path) -> Result<Plan> {
 
 /// `state list`.
 pub async fn state_list(g: &Global) -> Result<u8> {
-    let ctx = Ctx::load(g).await?;
+    let ctx = ReadOnly::load(g).await?;
     let Some(state) = ctx.backend.read().await? else {
         if g.json {
             println!("{}", json!({ "instances": [], "resources": [] }));
@@ -370,7 +370,7 @@ pub async fn state_list(g: &Global) -> Result<u8> {
 
 /// `state show NAME`.
 pub async fn state_show(g: &Global, name: &str) -> Result<u8> {
-    let ctx = Ctx::load(g).await?;
+    let ctx = ReadOnly::load(g).await?;
     let state = ctx
         .backend
         .read()
@@ -396,8 +396,7 @@ pub async fn state_rm(g: &Global, name: &str) -> Result<u8> {
         if !removed {
             bail!("`{name}` is not in state; `fleet-cli state list` shows what is");
         }
-        state.serial += 1;
-        ctx.backend.write(&state).await?;
+        fleet_core::state::commit(ctx.backend.as_ref(), &mut state).await?;
         println!("Removed `{name}` from state (serial {}). The cloud object was left alone; while it carries this stack's tags the next plan adopts it again.", state.serial);
         Ok(0)
     }
@@ -431,13 +430,12 @@ pub async fn state_import(g: &Global, name: &str, cloud_id: &str) -> Result<u8> 
                 ctx.loaded.stack.name
             );
         }
-        let spec = ctx.fleet().instance_spec()?;
+        let spec = ctx.fleet().instance_spec();
         let template_hash = (o.spec_hash == spec.hash()).then(|| spec.template_hash.clone()).flatten();
         let mut record = InstanceRecord::from_observed(&o, template_hash);
         record.name = name.to_string();
         state.instances.insert(name.to_string(), record);
-        state.serial += 1;
-        ctx.backend.write(&state).await?;
+        fleet_core::state::commit(ctx.backend.as_ref(), &mut state).await?;
         println!("Imported {cloud_id} as `{name}` (serial {}).", state.serial);
         Ok(0)
     }

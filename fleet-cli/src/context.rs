@@ -8,10 +8,10 @@ use chrono::Utc;
 
 use fleet_core::ci::{Ci, NoCi};
 use fleet_core::cloud::Cloud;
-use fleet_core::engine::Fleet;
+use fleet_core::engine::{read_state, Fleet};
 use fleet_core::policy::{DemandPolicy, Policy, StaticPolicy};
 use fleet_core::stack::{LoadedStack, Override};
-use fleet_core::state::{LockInfo, StateBackend, StateError};
+use fleet_core::state::{LockInfo, State, StateBackend, StateError};
 
 use crate::Global;
 
@@ -28,15 +28,42 @@ pub struct Ctx {
     ci: Box<dyn Ci>,
 }
 
+/// The stack the global flags name (`--stack`, `--set`, secrets from the environment), with
+/// its provider's defaults.
+pub fn load_stack(g: &Global) -> Result<LoadedStack> {
+    let overrides = g
+        .set
+        .iter()
+        .map(|s| Override::parse(s))
+        .collect::<Result<Vec<_>, _>>()?;
+    let env = |k: &str| std::env::var(k).ok();
+    Ok(fleet_providers::load_stack(&g.stack, &overrides, &env)?)
+}
+
+/// What the read-only commands (`state list`, `state show`, `render`, `inventory`) run
+/// with: the stack and its state backend; no cloud, no CI system, no lock.
+pub struct ReadOnly {
+    pub loaded: LoadedStack,
+    pub backend: Box<dyn StateBackend>,
+}
+
+impl ReadOnly {
+    pub async fn load(g: &Global) -> Result<ReadOnly> {
+        let loaded = load_stack(g)?;
+        let calls = fleet_providers::aws::CallCounter::default();
+        let backend = fleet_providers::backend_for(&loaded, &calls).await?;
+        Ok(ReadOnly { loaded, backend })
+    }
+
+    /// The recorded state of this stack, or an empty one when there is none yet.
+    pub async fn state(&self) -> Result<State> {
+        Ok(read_state(self.backend.as_ref(), &self.loaded.stack.name, String::new).await?)
+    }
+}
+
 impl Ctx {
     pub async fn load(g: &Global) -> Result<Ctx> {
-        let overrides = g
-            .set
-            .iter()
-            .map(|s| Override::parse(s))
-            .collect::<Result<Vec<_>, _>>()?;
-        let env = |k: &str| std::env::var(k).ok();
-        let loaded = fleet_providers::load_stack(&g.stack, &overrides, &env)?;
+        let loaded = load_stack(g)?;
         let calls = fleet_providers::aws::CallCounter::default();
         let cloud = fleet_providers::cloud_for(&loaded, &calls).await?;
         let backend = fleet_providers::backend_for(&loaded, &calls).await?;

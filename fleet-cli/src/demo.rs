@@ -14,8 +14,9 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context as _, Result};
 use clap::Args;
 
+use fleet_core::cloud::Lifecycle;
 use fleet_core::plan::Operation;
-use fleet_core::state::{Lifecycle, State};
+use fleet_core::state::State;
 use gitlab_sim::trace::{self, TraceJob};
 use gitlab_sim::{JobStatus, Sim, SimConfig};
 

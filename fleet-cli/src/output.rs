@@ -90,7 +90,7 @@ pub fn print_report(report: &ApplyReport) {
             f.action.as_str(),
             f.kind,
             f.name,
-            f.error
+            f.reason
         );
     }
     for f in &report.failed {

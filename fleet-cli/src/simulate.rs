@@ -7,11 +7,11 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context as _, Result};
 use clap::Args;
-use fleet_core::autoscale::Settings;
 use fleet_core::simulate::{
     self, grid, render_svg, sweep, DockerMachine, Metrics, Model, PolicySpec, Taskscaler, Timeline,
     Trace, POLICIES,
 };
+use fleet_core::stack::Settings;
 use fleet_core::stack::{Override, PolicyConfig};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::{json, Value};

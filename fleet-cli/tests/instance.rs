@@ -11,7 +11,8 @@ use std::process::{Command, Output, Stdio};
 use chrono::{TimeZone, Utc};
 use serde_json::Value;
 
-use fleet_core::state::{InstanceRecord, JobFacts, Lifecycle, State};
+use fleet_core::cloud::Lifecycle;
+use fleet_core::state::{InstanceRecord, JobFacts, State};
 
 const BIN: &str = env!("CARGO_BIN_EXE_fleet-cli");
 
@@ -425,7 +426,6 @@ fn runner_config_of_every_example_stack_is_valid_toml() {
         let path = stack_copy(dir.path(), file);
         let loaded = fleet_core::stack::load(&path, &[], &|_| None).unwrap();
         let config = Renderer::from_stack(&loaded)
-            .unwrap()
             .with_token(Secret::new("glrt-test-token"))
             .runner_config("vm-0001", Secrets::Shown)
             .unwrap();

@@ -3,12 +3,13 @@
 use std::collections::BTreeMap;
 
 use chrono::{TimeZone, Utc};
+use fleet_core::cloud::Lifecycle;
 use fleet_core::cloud::{Observed, ObservedInstance};
 use fleet_core::naming::instance_name;
 use fleet_core::plan::{Operation, Plan};
 use fleet_core::planner::{plan, Desired, PlanInput};
 use fleet_core::spec::InstanceSpec;
-use fleet_core::state::{InstanceRecord, Lifecycle, State};
+use fleet_core::state::{InstanceRecord, State};
 
 pub const STACK: &str = "bench";
 

@@ -13,15 +13,18 @@
 //! `FLEET_SWEEP=0` skips the sweeps (step 2 and the ratios), for a quick look at the
 //! shipped stack's rows. Run with `cargo bench -p fleet-core --bench simulate`.
 
+// fleet-core's clippy.toml forbids clock reads in the library; a benchmark times itself.
+#![allow(clippy::disallowed_methods)]
+
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use fleet_core::autoscale::record::DemandRecord;
-use fleet_core::autoscale::Settings;
 use fleet_core::simulate::{
     grid, history_record, run, run_fleet, sweep, Metrics, Model, Trace, POLICIES,
 };
 use fleet_core::stack::PolicyConfig;
+use fleet_core::stack::Settings;
 
 fn main() {
     let traces = std::env::var("FLEET_TRACES").unwrap_or_else(|_| {

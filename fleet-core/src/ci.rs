@@ -34,13 +34,16 @@ impl Demand {
     }
 }
 
-/// Errors of CI integrations.
+/// A call to the CI system that failed, naming the call (`count demand`, `pause runner
+/// #7`), so an error says which one.
 #[derive(Debug, thiserror::Error)]
-#[error("{system} could not report demand: {message}")]
+#[error("{system} could not {call}: {message}")]
 pub struct CiError {
     /// The CI system (`gitlab`).
     pub system: String,
-    /// What failed.
+    /// What was asked, as a verb phrase (`count demand`, `create a runner for s-0001`).
+    pub call: String,
+    /// What went wrong, with its causes.
     pub message: String,
 }
 
@@ -96,18 +99,18 @@ pub trait Ci: Send + Sync {
 
     /// Registers a runner for `instance`.
     async fn create_runner(&self, instance: &str) -> Result<NewRunner, CiError> {
-        Err(unsupported(&format!("create a runner for {instance}")))
+        Err(unsupported(format!("create a runner for {instance}")))
     }
 
     /// Pauses (takes no new jobs) or resumes a runner.
     async fn set_paused(&self, runner: u64, paused: bool) -> Result<(), CiError> {
         let _ = paused;
-        Err(unsupported(&format!("pause runner {runner}")))
+        Err(unsupported(format!("pause runner #{runner}")))
     }
 
     /// Jobs the runner runs now, asked exactly (not from a cached listing).
     async fn running_jobs(&self, runner: u64) -> Result<u32, CiError> {
-        Err(unsupported(&format!("list the jobs of runner {runner}")))
+        Err(unsupported(format!("list the jobs of runner #{runner}")))
     }
 
     /// When a runner process first contacted the CI system with `runner`'s token (`None`:
@@ -119,7 +122,7 @@ pub trait Ci: Send + Sync {
 
     /// Deletes a runner; one that is already gone is not an error.
     async fn delete_runner(&self, runner: u64) -> Result<(), CiError> {
-        Err(unsupported(&format!("delete runner {runner}")))
+        Err(unsupported(format!("delete runner #{runner}")))
     }
 
     /// API requests made so far, by kind (`GET`, `POST`, ..., and `error` for requests that
@@ -135,10 +138,11 @@ pub trait Ci: Send + Sync {
     }
 }
 
-fn unsupported(what: &str) -> CiError {
+fn unsupported(call: String) -> CiError {
     CiError {
         system: "this CI integration".into(),
-        message: format!("cannot {what}: it does not manage runners"),
+        call,
+        message: "it does not manage runners".into(),
     }
 }
 

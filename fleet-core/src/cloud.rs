@@ -12,7 +12,59 @@ use serde::{Deserialize, Serialize};
 
 use crate::resource::ResourceSpec;
 use crate::spec::InstanceSpec;
-use crate::state::Lifecycle;
+
+/// A VM's lifecycle state as the cloud sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Lifecycle {
+    /// Created, not yet running.
+    Booting,
+    /// Running.
+    Running,
+    /// Being stopped.
+    Stopping,
+    /// Stopped (disk kept, compute not billed).
+    Stopped,
+    /// Being started again.
+    Starting,
+    /// Being terminated.
+    Terminating,
+    /// Terminated (gone).
+    Terminated,
+    /// Not known (before the first observation).
+    Unknown,
+}
+
+impl Lifecycle {
+    /// Whether the VM is gone or going and should not count towards the fleet.
+    pub fn is_gone(self) -> bool {
+        matches!(self, Lifecycle::Terminating | Lifecycle::Terminated)
+    }
+
+    /// Lowercase name, as in the state file.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Lifecycle::Booting => "booting",
+            Lifecycle::Running => "running",
+            Lifecycle::Stopping => "stopping",
+            Lifecycle::Stopped => "stopped",
+            Lifecycle::Starting => "starting",
+            Lifecycle::Terminating => "terminating",
+            Lifecycle::Terminated => "terminated",
+            Lifecycle::Unknown => "unknown",
+        }
+    }
+}
+
+/// The largest user data a provider accepts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UserDataLimit {
+    /// Largest size in bytes.
+    pub max_bytes: usize,
+    /// Whether the provider counts the gzip-compressed size (the provider then sends the
+    /// user data compressed; cloud-init unpacks it).
+    pub gzip: bool,
+}
 
 /// Which stack (and state history) a call is for; providers tag and filter by it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -240,7 +292,7 @@ pub trait Cloud: Send + Sync {
     fn max_batch(&self) -> usize;
 
     /// The largest user data this cloud accepts, checked at plan time; `None` if no limit.
-    fn user_data_limit(&self) -> Option<crate::render::UserDataLimit> {
+    fn user_data_limit(&self) -> Option<UserDataLimit> {
         None
     }
 

@@ -20,17 +20,18 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use chrono::{DateTime, Utc};
 
+use crate::cloud::Lifecycle;
 use crate::cloud::{Observed, ObservedInstance, ObservedResource};
 use crate::naming;
 use crate::plan::{
     instances, Action, Change, Operation, Plan, INSTANCE, PLAN_FORMAT_VERSION, RUNNER,
 };
 use crate::policy::{Decision, PlannedAction};
-use crate::resource::{topo_order, ResourceSpec};
+use crate::resource::{dependency_order, topo_order, ResourceSpec};
 use crate::runners::{self, DrainStep, RunnerRules};
 use crate::spec::InstanceSpec;
 use crate::stack::Stack;
-use crate::state::{InstanceRecord, Lifecycle, PendingKind, State};
+use crate::state::{facts, InstanceRecord, PendingKind, State};
 
 /// What the fleet should look like.
 #[derive(Debug, Clone, PartialEq)]
@@ -52,21 +53,15 @@ pub struct Desired {
 }
 
 impl Desired {
-    /// The fleet a stack declares, sized by a policy decision.
-    pub fn from_stack(
-        stack: &Stack,
-        template_hash: Option<String>,
-        decision: &Decision,
-    ) -> Desired {
+    /// The instances and resources a stack declares, before a policy sized them: no
+    /// instances and no scale-in until [`Desired::with_decision`] (or
+    /// [`plan_deciding`]) gives the count.
+    pub fn from_stack(stack: &Stack, template_hash: Option<String>) -> Desired {
         let specs: Vec<ResourceSpec> = stack.resources.iter().map(ResourceSpec::from).collect();
-        let items: Vec<(String, Vec<String>)> = specs
-            .iter()
-            .map(|r| (r.key(), r.depends_on.clone()))
-            .collect();
         // The stack loader rejects cycles, so the declared order is only a fallback.
-        let order = topo_order(&items).unwrap_or_else(|_| (0..specs.len()).collect());
+        let order = dependency_order(&specs).unwrap_or_else(|_| (0..specs.len()).collect());
         Desired {
-            instances: decision.desired,
+            instances: 0,
             spec: InstanceSpec {
                 image: stack.instance.image.clone(),
                 instance_types: stack.instance.types.clone(),
@@ -74,13 +69,24 @@ impl Desired {
                 labels: stack.instance.labels.clone(),
             },
             resources: order.into_iter().map(|i| specs[i].clone()).collect(),
-            reason: decision.reason.clone(),
-            may_scale_in: decision.may_scale_in,
-            actions: decision.actions.clone(),
+            reason: "not sized by a policy yet".into(),
+            may_scale_in: false,
+            actions: None,
             runner_rules: RunnerRules {
                 drain_timeout: stack.runner.drain_timeout,
                 online_timeout: stack.runner.online_timeout,
             },
+        }
+    }
+
+    /// These instances and resources, sized by `decision` instead.
+    pub fn with_decision(&self, decision: &Decision) -> Desired {
+        Desired {
+            instances: decision.desired,
+            reason: decision.reason.clone(),
+            may_scale_in: decision.may_scale_in,
+            actions: decision.actions.clone(),
+            ..self.clone()
         }
     }
 
@@ -142,8 +148,20 @@ impl Live {
     }
 }
 
-/// Makes the plan.
+/// Makes the plan, for the desired fleet `input` gives.
 pub fn plan(input: &PlanInput<'_>) -> Plan {
+    plan_steps(input, None)
+}
+
+/// Makes the plan, with the count and per-instance actions that `decide` chooses on the
+/// fleet as it will be once settled: the adopts and forgets of step 1 applied to the state
+/// (records of creates that never reached the cloud gone, instances the cloud has and state
+/// lacks in). The rest of `input.desired` (spec, resources, runner rules) is the stack's.
+pub fn plan_deciding(input: &PlanInput<'_>, decide: &dyn Fn(&State) -> Decision) -> Plan {
+    plan_steps(input, Some(decide))
+}
+
+fn plan_steps(input: &PlanInput<'_>, decide: Option<&dyn Fn(&State) -> Decision>) -> Plan {
     let mut changes = Vec::new();
     let mut notes = Vec::new();
 
@@ -151,6 +169,21 @@ pub fn plan(input: &PlanInput<'_>) -> Plan {
     let live = settle_instances(input, &mut next, &mut changes);
     let live_resources = settle_resources(input, &mut changes);
 
+    let decided;
+    let input = &match decide {
+        Some(decide) if input.operation != Operation::Refresh => {
+            let mut settled = input.state.clone();
+            for c in &changes {
+                facts::settle(c, &mut settled, input.now);
+            }
+            decided = input.desired.with_decision(&decide(&settled));
+            PlanInput {
+                desired: &decided,
+                ..*input
+            }
+        }
+        _ => *input,
+    };
     let (desired, decision) = match input.operation {
         Operation::Refresh => (None, None),
         _ => {
@@ -778,40 +811,4 @@ fn first_free_index(input: &PlanInput<'_>) -> u64 {
         .max()
         .map_or(0, |m| m + 1);
     from_state.max(observed_max)
-}
-
-/// Updates records with lifecycle facts the cloud reported and the runner facts the CI
-/// system reported, measures the boots and resumes they show ended, and records the demand
-/// for the forecast (not a plan change: nothing is decided from it). Returns whether
-/// anything changed.
-pub fn refresh_facts(state: &mut State, observed: &Observed, now: DateTime<Utc>) -> bool {
-    let by_id: HashMap<&str, &ObservedInstance> = observed
-        .instances
-        .iter()
-        .map(|o| (o.cloud_id.as_str(), o))
-        .collect();
-    let mut changed = false;
-    for rec in state.instances.values_mut() {
-        let Some(o) = rec.cloud_id.as_deref().and_then(|id| by_id.get(id)) else {
-            continue;
-        };
-        if rec.lifecycle != o.lifecycle
-            || rec.address != o.address
-            || rec.instance_type != o.instance_type
-        {
-            rec.lifecycle = o.lifecycle;
-            rec.address = o.address.clone();
-            rec.instance_type = o.instance_type.clone();
-            changed = true;
-        }
-    }
-    if let Some(rs) = &observed.runners {
-        changed |= runners::refresh_runner_facts(state, rs, now);
-    }
-    changed |= crate::autoscale::learn::measure(state, observed, now);
-    if let Some(crate::ci::Demand::Known { pending, running }) = &observed.demand {
-        changed |= state.forecast.observe(now, pending + running);
-        changed |= state.demand.observe(now, *pending, *running);
-    }
-    changed
 }

@@ -4,16 +4,17 @@
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::autoscale::{self, FleetAction, Phase, Settings, Timings, VmState, VmView, Why};
+use crate::autoscale::{self, FleetAction, Phase, Timings, VmState, VmView, Why};
 use crate::ci::Demand;
-use crate::stack::PolicyConfig;
-use crate::state::{Lifecycle, PendingKind, State};
+use crate::cloud::Lifecycle;
+use crate::stack::Settings;
+use crate::state::{PendingKind, State};
 
 /// What a policy sees.
 #[derive(Debug, Clone, Copy)]
 pub struct PolicyInput<'a> {
-    /// The stack's policy settings.
-    pub config: &'a PolicyConfig,
+    /// The stack's policy settings, compiled at load.
+    pub settings: &'a Settings,
     /// Demand from the CI system.
     pub demand: &'a Demand,
     /// The recorded fleet.
@@ -83,7 +84,7 @@ pub struct StaticPolicy;
 
 impl Policy for StaticPolicy {
     fn decide(&self, input: &PolicyInput<'_>) -> Decision {
-        let c = input.config;
+        let c = input.settings.base();
         let desired = c.min_instances.min(c.max_instances);
         Decision {
             desired,
@@ -101,20 +102,8 @@ pub struct DemandPolicy;
 
 impl Policy for DemandPolicy {
     fn decide(&self, input: &PolicyInput<'_>) -> Decision {
-        let settings = match Settings::from_config(input.config) {
-            Ok(s) => s,
-            // The loader already rejected bad settings; a hand-built config falls back to
-            // the floor and never scales in.
-            Err(p) => {
-                return Decision {
-                    desired: input.config.min_instances.min(input.config.max_instances),
-                    reason: format!("{}: {}", p.path, p.message),
-                    may_scale_in: false,
-                    actions: None,
-                }
-            }
-        };
-        let e = settings
+        let e = input
+            .settings
             .at(input.now)
             .learn(&input.state.timings)
             .with_forecast(&input.state.forecast, input.now);
@@ -248,6 +237,7 @@ pub fn fleet_view(state: &State) -> (Vec<String>, Vec<VmView>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::stack::PolicyConfig;
 
     #[test]
     fn static_policy_keeps_min_within_max() {
@@ -258,7 +248,7 @@ mod tests {
         let state = State::new("s", "l");
         let demand = Demand::Unknown { reason: "x".into() };
         let d = StaticPolicy.decide(&PolicyInput {
-            config: &config,
+            settings: &Settings::from_config(&config).unwrap(),
             demand: &demand,
             state: &state,
             now: DateTime::UNIX_EPOCH,
@@ -282,7 +272,7 @@ mod tests {
 
     fn decide_at(state: &State, config: &PolicyConfig, now: i64) -> Decision {
         DemandPolicy.decide(&PolicyInput {
-            config,
+            settings: &Settings::from_config(config).unwrap(),
             demand: &Demand::Known {
                 pending: 0,
                 running: 0,
@@ -321,7 +311,7 @@ mod tests {
             }),
             ..Default::default()
         };
-        assert!(crate::planner::refresh_facts(&mut state, &observed, t(0)));
+        assert!(crate::state::facts::refresh(&mut state, &observed, t(0)));
         let week = 7 * 86_400;
         let config = |forecast| PolicyConfig {
             forecast,
@@ -360,7 +350,7 @@ mod tests {
 
     #[test]
     fn with_a_target_up_learns_the_pool_from_the_recorded_demand_and_says_so() {
-        use crate::autoscale::tune::Target;
+        use crate::stack::Target;
         let config = PolicyConfig {
             max_instances: 50,
             target: Some(Target {
@@ -389,7 +379,7 @@ mod tests {
                     } else {
                         600
                     };
-                crate::planner::refresh_facts(&mut state, &observed, t(t0));
+                crate::state::facts::refresh(&mut state, &observed, t(t0));
             }
         }
         let d = decide_at(&state, &config, 4 * 86_400 + 100);

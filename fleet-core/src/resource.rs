@@ -7,7 +7,6 @@ use std::collections::{BTreeMap, BTreeSet};
 use serde::{Deserialize, Serialize};
 
 use crate::spec::short_hash;
-use crate::stack::ResourceDecl;
 
 /// A resource as the stack wants it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -37,29 +36,18 @@ impl ResourceSpec {
     }
 }
 
-impl From<&ResourceDecl> for ResourceSpec {
-    fn from(d: &ResourceDecl) -> Self {
-        ResourceSpec {
-            kind: d.kind.clone(),
-            name: d.name.clone(),
-            properties: d.properties.clone(),
-            depends_on: d.depends_on.clone(),
-        }
-    }
-}
-
 /// `kind/name`.
 pub fn resource_key(kind: &str, name: &str) -> String {
     format!("{kind}/{name}")
 }
 
-/// Indexes of `decls` in an order where every resource comes after what it depends on;
+/// Indexes of `specs` in an order where every resource comes after what it depends on;
 /// `Err` names a cycle. Dependencies on keys not in the list are ignored here (the stack
 /// loader reports them).
-pub fn dependency_order(decls: &[ResourceDecl]) -> Result<Vec<usize>, String> {
-    let items: Vec<(String, Vec<String>)> = decls
+pub fn dependency_order(specs: &[ResourceSpec]) -> Result<Vec<usize>, String> {
+    let items: Vec<(String, Vec<String>)> = specs
         .iter()
-        .map(|d| (resource_key(&d.kind, &d.name), d.depends_on.clone()))
+        .map(|d| (d.key(), d.depends_on.clone()))
         .collect();
     topo_order(&items)
 }

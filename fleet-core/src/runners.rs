@@ -8,13 +8,14 @@
 //! its job. Runners whose VM is gone are deleted; VMs whose runner never came online within
 //! `runner.online_timeout` are replaced. The effects live in [`crate::apply`].
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 
 use crate::ci::ObservedRunner;
-use crate::state::{InstanceRecord, Lifecycle, State};
+use crate::cloud::Lifecycle;
+use crate::state::InstanceRecord;
 
 /// The stack's runner timing, as the planner needs it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -32,40 +33,6 @@ impl Default for RunnerRules {
             online_timeout: Duration::from_secs(10 * 60),
         }
     }
-}
-
-/// Copies runner facts onto the records that name the runners. Returns whether anything
-/// changed. A runner that went from busy to idle marks the end of a job at `now`.
-pub fn refresh_runner_facts(
-    state: &mut State,
-    runners: &[ObservedRunner],
-    now: DateTime<Utc>,
-) -> bool {
-    let by_id: BTreeMap<u64, &ObservedRunner> = runners.iter().map(|r| (r.id, r)).collect();
-    let mut changed = false;
-    for rec in state.instances.values_mut() {
-        let Some(r) = rec.jobs.runner_id.and_then(|id| by_id.get(&id)) else {
-            continue;
-        };
-        changed |= apply_facts(rec, r, now);
-    }
-    changed
-}
-
-fn apply_facts(rec: &mut InstanceRecord, r: &ObservedRunner, now: DateTime<Utc>) -> bool {
-    let before = rec.jobs.clone();
-    let j = &mut rec.jobs;
-    if r.running_jobs > j.running {
-        j.jobs_run += u64::from(r.running_jobs - j.running);
-    }
-    if r.running_jobs == 0 && j.running > 0 {
-        j.last_job_end = Some(now);
-    }
-    j.running = r.running_jobs;
-    if r.online && j.runner_online_at.is_none() {
-        j.runner_online_at = Some(r.first_contact_at.unwrap_or(now).min(now));
-    }
-    *j != before
 }
 
 /// Runners of this stack that none of `records` names: their VM is gone (or was never made).
@@ -168,6 +135,7 @@ pub fn human(d: Duration) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::state::facts::refresh_runner_facts;
     use crate::state::{JobFacts, State};
 
     fn t(s: i64) -> DateTime<Utc> {

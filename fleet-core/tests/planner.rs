@@ -4,9 +4,10 @@
 mod common;
 
 use common::*;
+use fleet_core::cloud::Lifecycle;
 use fleet_core::cloud::Observed;
 use fleet_core::plan::{Action, Operation};
-use fleet_core::state::{Lifecycle, PendingKind, State};
+use fleet_core::state::{PendingKind, State};
 
 fn three_running() -> (State, Observed) {
     let obs: Vec<_> = (1..=3).map(|i| observed(i, "debian-12")).collect();

@@ -5,11 +5,14 @@
 use std::path::{Path, PathBuf};
 
 use chrono::{TimeZone, Utc};
+use fleet_core::cloud::Lifecycle;
+use fleet_core::cloud::UserDataLimit;
+use fleet_core::engine::check_plan;
 use fleet_core::plan::{Action, Change, Operation, Plan, INSTANCE, PLAN_FORMAT_VERSION};
-use fleet_core::render::{self, RenderError, Renderer, Secrets, UserDataLimit};
+use fleet_core::render::{self, RenderError, Renderer, Secrets};
 use fleet_core::secret::MASK;
 use fleet_core::stack::{self, LoadedStack, Override};
-use fleet_core::state::{InstanceRecord, JobFacts, Lifecycle, State};
+use fleet_core::state::{InstanceRecord, JobFacts, State};
 
 const TEST_TOKEN: &str = "glrt-test-token-0123456789";
 
@@ -30,7 +33,6 @@ fn example(file: &str, sets: &[&str], token: bool) -> LoadedStack {
 
 fn user_data(l: &LoadedStack, name: &str, secrets: Secrets) -> String {
     Renderer::from_stack(l)
-        .unwrap()
         .user_data(name, secrets)
         .unwrap()
         .expect("the example stacks name a user data template")
@@ -64,7 +66,6 @@ fn sandbox_user_data_without_a_token_registers_no_runner() {
     let text = user_data(&l, "sandbox-0001", Secrets::Shown);
     assert_eq!(written_file(&text, "/etc/gitlab-runner/fleet-token"), None);
     let config = Renderer::from_stack(&l)
-        .unwrap()
         .runner_config("sandbox-0001", Secrets::Shown)
         .unwrap();
     assert!(!config.contains("[[runners]]"), "{config}");
@@ -101,12 +102,10 @@ fn runner_config_of_each_example_stack() {
     let sandbox = example("sandbox.yaml", &[], true);
     let aws = example("aws.yaml", &[], false);
     let sandbox_cfg = Renderer::from_stack(&sandbox)
-        .unwrap()
         .runner_config("sandbox-0001", Secrets::Shown)
         .unwrap();
     // The SSM stack's token is read on the VM; stand in the fixed test value for it.
     let aws_cfg = Renderer::from_stack(&aws)
-        .unwrap()
         .with_token(fleet_core::secret::Secret::new(TEST_TOKEN))
         .runner_config("aws-runners-0001", Secrets::Shown)
         .unwrap();
@@ -124,7 +123,6 @@ fn runner_config_of_each_example_stack() {
 fn concurrency_follows_capacity_per_instance() {
     let l = example("sandbox.yaml", &["policy.capacity_per_instance=4"], true);
     let cfg = Renderer::from_stack(&l)
-        .unwrap()
         .runner_config("sandbox-0001", Secrets::Shown)
         .unwrap();
     assert!(cfg.contains("concurrent = 4\n"), "{cfg}");
@@ -148,7 +146,6 @@ fn secrets_are_masked_unless_shown() {
 fn template_hash_covers_templates_and_stack_inputs_but_not_secrets() {
     let hash = |sets: &[&str], token: bool| {
         Renderer::from_stack(&example("sandbox.yaml", sets, token))
-            .unwrap()
             .template_hash()
             .unwrap()
     };
@@ -163,7 +160,7 @@ fn template_hash_covers_templates_and_stack_inputs_but_not_secrets() {
         let o = vec![Override::parse("runner.runner_token_env=OTHER").unwrap()];
         let env = |k: &str| (k == "OTHER").then(|| "glrt-another".to_string());
         let l = stack::load(&stacks_dir().join("sandbox.yaml"), &o, &env).unwrap();
-        Renderer::from_stack(&l).unwrap().template_hash().unwrap()
+        Renderer::from_stack(&l).template_hash().unwrap()
     };
     assert_eq!(base, other_token);
     // Instance counts do not shape a VM, and labels apply to new instances only.
@@ -175,12 +172,12 @@ fn template_hash_covers_templates_and_stack_inputs_but_not_secrets() {
 fn template_hash_changes_when_the_playbook_changes() {
     let dir = tempfile::tempdir().unwrap();
     let stack = copy_example_with_templates(dir.path());
-    let before = Renderer::from_stack(&load(&stack)).unwrap().template_hash();
+    let before = Renderer::from_stack(&load(&stack)).template_hash();
     let playbook = dir.path().join("playbook.yml");
     let mut text = std::fs::read_to_string(&playbook).unwrap();
     text.push_str("# edited\n");
     std::fs::write(&playbook, text).unwrap();
-    let after = Renderer::from_stack(&load(&stack)).unwrap().template_hash();
+    let after = Renderer::from_stack(&load(&stack)).template_hash();
     assert!(before.is_some());
     assert_ne!(before, after);
 }
@@ -188,7 +185,7 @@ fn template_hash_changes_when_the_playbook_changes() {
 #[test]
 fn a_stack_without_templates_has_no_template_hash() {
     let l = example("sandbox.yaml", &["templates={}"], false);
-    let r = Renderer::from_stack(&l).unwrap();
+    let r = Renderer::from_stack(&l);
     assert_eq!(r.template_hash(), None);
     assert!(r
         .user_data("sandbox-0001", Secrets::Shown)
@@ -229,7 +226,6 @@ fn an_undefined_variable_names_the_template_file_and_line() {
     )
     .unwrap();
     let err = Renderer::from_stack(&load(&stack))
-        .unwrap()
         .user_data("sandbox-0001", Secrets::Masked)
         .unwrap_err();
     let at = format!("{}:3", dir.path().join("cloudinit.yml.j2").display());
@@ -247,7 +243,6 @@ fn a_syntax_error_names_the_template_file_and_line() {
     )
     .unwrap();
     let err = Renderer::from_stack(&load(&stack))
-        .unwrap()
         .inventory(&State::new("sandbox", "l"))
         .unwrap_err();
     let at = format!("{}:4", dir.path().join("inventory.ini.j2").display());
@@ -317,7 +312,6 @@ pub fn inventory_state() -> State {
 fn inventory_of_the_sandbox_fleet() {
     let l = example("sandbox.yaml", &[], false);
     let text = Renderer::from_stack(&l)
-        .unwrap()
         .inventory(&inventory_state())
         .unwrap();
     assert!(
@@ -357,16 +351,16 @@ fn plan_time_checks_refuse_user_data_over_the_provider_limit() {
         max_bytes: 16 * 1024,
         gzip: true,
     };
-    render::check_plan(&l, &plan, Some(ec2), "aws").unwrap();
+    check_plan(&Renderer::from_stack(&l), &plan, Some(ec2), "aws").unwrap();
     let tiny = UserDataLimit {
         max_bytes: 1024,
         gzip: true,
     };
-    let err = render::check_plan(&l, &plan, Some(tiny), "aws").unwrap_err();
+    let err = check_plan(&Renderer::from_stack(&l), &plan, Some(tiny), "aws").unwrap_err();
     assert!(matches!(err, RenderError::UserDataTooLarge { .. }), "{err}");
     assert!(err.to_string().contains("after gzip"), "{err}");
     // No limit, no size check.
-    render::check_plan(&l, &plan, None, "sandbox").unwrap();
+    check_plan(&Renderer::from_stack(&l), &plan, None, "sandbox").unwrap();
 }
 
 #[test]
@@ -374,7 +368,13 @@ fn plan_time_checks_refuse_hostnames_over_63_characters() {
     let l = example("sandbox.yaml", &[], false);
     let long = format!("sandbox-{}", "1".repeat(56));
     assert_eq!(long.len(), 64);
-    let err = render::check_plan(&l, &plan_creating(&[&long]), None, "sandbox").unwrap_err();
+    let err = check_plan(
+        &Renderer::from_stack(&l),
+        &plan_creating(&[&long]),
+        None,
+        "sandbox",
+    )
+    .unwrap_err();
     assert!(
         matches!(err, RenderError::HostnameTooLong { len: 64, .. }),
         "{err}"

@@ -16,9 +16,10 @@ use fleet_core::apply::{ApplyOptions, ApplyReport, Executor, NoProgress};
 use fleet_core::ci::{Ci, CiError, Demand, NewRunner, ObservedRunner};
 use fleet_core::cloud::{Cloud, Observed, Scope};
 use fleet_core::plan::{Action, Operation, Plan, INSTANCE, RUNNER};
-use fleet_core::planner::{plan, refresh_facts, Desired, PlanInput};
+use fleet_core::planner::{plan, Desired, PlanInput};
 use fleet_core::runners::RunnerRules;
 use fleet_core::secret::Secret;
+use fleet_core::state::facts::refresh as refresh_facts;
 use fleet_core::state::{LocalBackend, State};
 use fleet_core::testing::{t0, MemoryCloud};
 

@@ -349,7 +349,7 @@ fn the_webhook_secret_comes_from_the_environment_and_must_not_be_empty() {
 #[test]
 fn runner_keys_for_the_templates_have_defaults() {
     let r = load(BASE).unwrap().stack.runner;
-    assert_eq!(r.executor, fleet_core::stack::Executor::Docker);
+    assert_eq!(r.executor, fleet_core::stack::RunnerExecutor::Docker);
     assert_eq!(r.docker_image, "alpine:3.20");
     assert_eq!(r.metrics_listen, "0.0.0.0:9252");
     assert_eq!(r.drain_timeout, std::time::Duration::from_secs(7200));
@@ -470,7 +470,7 @@ fn a_wait_target_and_prices_load_and_bad_ones_are_located() {
     let t = l.stack.policy.target.unwrap();
     assert_eq!((t.wait.as_secs(), t.percentile), (45, 99.0));
     // The stopped price defaults to an EC2 volume's share of the running price.
-    let s = fleet_core::autoscale::Settings::from_config(&l.stack.policy).unwrap();
+    let s = fleet_core::stack::Settings::from_config(&l.stack.policy).unwrap();
     assert!((s.base().prices.stopped - 0.02 * 0.035).abs() < 1e-12);
     // The percentile defaults to 95.
     let l = load(&format!("{BASE}  target: {{wait: 1m}}\n")).unwrap();

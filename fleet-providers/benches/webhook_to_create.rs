@@ -229,7 +229,7 @@ state: {{ backend: local, path: state.json }}
             concurrency: 4,
             batch_size: 100,
         };
-        let executor = fleet.executor(&state, options, &NoProgress, &clock)?;
+        let executor = fleet.executor(&state, options, &NoProgress, &clock);
         executor.apply(&plan, &mut state, Some(&observed)).await?;
         let created = *creates
             .lock()

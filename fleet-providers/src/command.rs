@@ -18,13 +18,13 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use tokio::io::AsyncWriteExt;
 
+use fleet_core::cloud::Lifecycle;
 use fleet_core::cloud::{
     Cloud, CloudError, CreateInstance, CreateOutcome, DeleteOutcome, Observed, ObservedInstance,
     Scope,
 };
 use fleet_core::naming::tags;
 use fleet_core::stack::{duration_serde, LoadedStack, StackError};
-use fleet_core::state::Lifecycle;
 
 const PROVIDER: &str = "command";
 
@@ -395,10 +395,10 @@ impl Cloud for CommandCloud {
         self.settings.max_batch
     }
 
-    fn user_data_limit(&self) -> Option<fleet_core::render::UserDataLimit> {
+    fn user_data_limit(&self) -> Option<fleet_core::cloud::UserDataLimit> {
         self.settings
             .user_data_limit
-            .map(|max_bytes| fleet_core::render::UserDataLimit {
+            .map(|max_bytes| fleet_core::cloud::UserDataLimit {
                 max_bytes,
                 gzip: false,
             })

@@ -19,8 +19,8 @@ pub mod testing;
 
 use std::path::Path;
 
-use fleet_core::autoscale::BillingUnit;
 use fleet_core::cloud::Cloud;
+use fleet_core::stack::BillingUnit;
 use fleet_core::stack::{EnvLookup, LoadedStack, Override, StackError};
 use fleet_core::state::{LocalBackend, StateBackend};
 
@@ -37,17 +37,20 @@ pub fn load_stack(
     env: EnvLookup,
 ) -> Result<LoadedStack, StackError> {
     let mut loaded = fleet_core::stack::load(path, overrides, env)?;
-    provider_defaults(&mut loaded);
+    provider_defaults(&mut loaded)?;
     Ok(loaded)
 }
 
 /// Fills in settings whose right default depends on the provider, where the stack leaves
 /// them out: Hetzner bills each started hour, so `policy.billing.per` defaults to `hour`
 /// there, and the policy keeps an idle server until shortly before its next paid hour.
-pub fn provider_defaults(loaded: &mut LoadedStack) {
+/// The policy settings are compiled again afterwards, so the policy decides with them.
+pub fn provider_defaults(loaded: &mut LoadedStack) -> Result<(), StackError> {
     if loaded.stack.provider.kind == "hetzner" && !loaded.declares("policy.billing.per") {
         loaded.stack.policy.billing.per = BillingUnit::Hour;
+        loaded.compile_policy()?;
     }
+    Ok(())
 }
 
 /// The cloud a stack's `provider:` section describes.

@@ -29,6 +29,7 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde::{Deserialize, Serialize};
 
+use fleet_core::cloud::Lifecycle;
 use fleet_core::cloud::{
     Cloud, CloudError, CreateInstance, CreateOutcome, DeleteOutcome, Observed, ObservedInstance,
     ObservedResource, PowerOutcome, Scope,
@@ -36,7 +37,6 @@ use fleet_core::cloud::{
 use fleet_core::naming::{self, tags};
 use fleet_core::resource::ResourceSpec;
 use fleet_core::stack::{duration_serde, LoadedStack, StackError};
-use fleet_core::state::Lifecycle;
 
 /// `provider:` settings of the sandbox.
 #[derive(Debug, Clone, Deserialize)]

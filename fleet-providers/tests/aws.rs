@@ -2,7 +2,8 @@
 //! emulator (moto). `make test` starts it and exports AWS_ENDPOINT_URL; run alone, these
 //! tests fail and say so rather than skip.
 
-use fleet_core::state::{Lifecycle, StateBackend, StateError};
+use fleet_core::cloud::Lifecycle;
+use fleet_core::state::{StateBackend, StateError};
 use fleet_core::testing::{backend_conformance, cloud_conformance, lock_info};
 use fleet_providers::aws::{sdk_config, AwsCloud, AwsSettings, CallCounter, S3Backend, S3Settings};
 

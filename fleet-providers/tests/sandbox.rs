@@ -4,11 +4,12 @@
 use std::time::Duration;
 
 use fleet_core::apply::{ApplyOptions, Executor, NoProgress};
+use fleet_core::cloud::Lifecycle;
 use fleet_core::cloud::{Cloud, CreateInstance, Scope};
 use fleet_core::plan::Operation;
 use fleet_core::planner::{plan, Desired, PlanInput};
 use fleet_core::spec::InstanceSpec;
-use fleet_core::state::{Lifecycle, LocalBackend, State};
+use fleet_core::state::{LocalBackend, State};
 use fleet_core::testing::{cloud_conformance, cloud_refusal_conformance};
 use fleet_providers::sandbox::{SandboxCloud, SandboxSettings};
 

@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 
 use fleet_core::apply::error_chain;
-use fleet_core::autoscale::BillingUnit;
+use fleet_core::stack::BillingUnit;
 use fleet_core::stack::{LoadedStack, Override};
 use fleet_providers::aws::CallCounter;
 
@@ -34,6 +34,25 @@ fn hetzner_bills_by_the_hour_unless_the_stack_says_otherwise() {
     );
     assert_eq!(
         load("azure-cli.yaml", &[]).stack.policy.billing.per,
+        BillingUnit::Second
+    );
+}
+
+#[test]
+fn the_policy_compiled_at_load_follows_the_provider_default() {
+    // Regression (found while compiling the policy once at load): a provider default set
+    // after loading must reach the compiled settings the policy decides with, not only the
+    // declared `policy:` section.
+    assert_eq!(
+        load("hetzner.yaml", &[]).policy.base().billing.per,
+        BillingUnit::Hour
+    );
+    assert_eq!(
+        load("hetzner.yaml", &["policy.billing.per=second"])
+            .policy
+            .base()
+            .billing
+            .per,
         BillingUnit::Second
     );
 }

@@ -1,5 +1,6 @@
-//! The daemon's reconcile loop, after kube-runtime's controller: `reconcile` returns an
-//! [`Action`] (when to run again), and one `error_policy` maps every error to an action.
+//! The daemon's reconcile loop, after kube-runtime's controller: `reconcile` returns a
+//! [`Requeue`] (when to run again; kube-runtime calls it an `Action`), and one `error_policy`
+//! maps every error to one.
 //!
 //! Triggers are coalesced: one reconcile runs at a time, and any number of webhooks that
 //! arrive while it runs mark the fleet dirty, which causes exactly one more reconcile
@@ -16,14 +17,14 @@ use tokio::time::Instant;
 
 /// What the loop does after a reconcile.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Action {
+pub struct Requeue {
     requeue_after: Duration,
 }
 
-impl Action {
+impl Requeue {
     /// Run again after `d`, or sooner when a trigger arrives (unless backing off).
-    pub fn requeue(d: Duration) -> Action {
-        Action { requeue_after: d }
+    pub fn after(d: Duration) -> Requeue {
+        Requeue { requeue_after: d }
     }
 
     /// The delay.
@@ -111,11 +112,11 @@ pub async fn run<E, F, Fut>(
     trigger: &Trigger,
     mut shutdown: watch::Receiver<bool>,
     mut reconcile: F,
-    error_policy: impl Fn(&E, u32) -> Action,
+    error_policy: impl Fn(&E, u32) -> Requeue,
     on_wake: impl Fn(Wake),
 ) where
     F: FnMut() -> Fut,
-    Fut: Future<Output = Result<Action, E>>,
+    Fut: Future<Output = Result<Requeue, E>>,
 {
     let mut failures = 0u32;
     let mut next = Instant::now();
@@ -200,7 +201,7 @@ mod tests {
             &self,
             origin: Instant,
             work: Duration,
-        ) -> impl FnMut() -> std::pin::Pin<Box<dyn Future<Output = Result<Action, String>>>>
+        ) -> impl FnMut() -> std::pin::Pin<Box<dyn Future<Output = Result<Requeue, String>>>>
         {
             let me = self.clone();
             move || {
@@ -214,7 +215,7 @@ mod tests {
                     if me.failing.load(Ordering::SeqCst) {
                         Err("cloud unavailable".to_string())
                     } else {
-                        Ok(Action::requeue(INTERVAL))
+                        Ok(Requeue::after(INTERVAL))
                     }
                 })
             }
@@ -230,8 +231,8 @@ mod tests {
         }
     }
 
-    fn policy(_: &String, failures: u32) -> Action {
-        Action::requeue(BACKOFF.delay(failures))
+    fn policy(_: &String, failures: u32) -> Requeue {
+        Requeue::after(BACKOFF.delay(failures))
     }
 
     #[tokio::test(start_paused = true)]

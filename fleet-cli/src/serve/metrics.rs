@@ -19,8 +19,9 @@ use prometheus_client::registry::Registry;
 
 use fleet_core::autoscale::Phase;
 use fleet_core::ci::Demand;
+use fleet_core::cloud::Lifecycle;
 use fleet_core::plan::Action;
-use fleet_core::state::{Lifecycle, State, StateError};
+use fleet_core::state::{State, StateError};
 
 use crate::commands::ReconcileOutcome;
 

@@ -6,7 +6,7 @@
 //! On SIGTERM or SIGINT it finishes the reconcile in progress (which releases the state
 //! lock) and exits. Stopping the daemon never touches the fleet's VMs.
 //!
-//! * [`controller`]: the loop, its [`controller::Action`]s and the error policy's backoff.
+//! * [`controller`]: the loop, its [`controller::Requeue`]s and the error policy's backoff.
 //! * [`http`]: the endpoints.
 //! * [`metrics`]: what `/metrics` and `/readyz` report.
 
@@ -29,7 +29,7 @@ use crate::commands;
 use crate::context::Ctx;
 use crate::Global;
 
-use controller::{Action, Backoff, Trigger};
+use controller::{Backoff, Requeue, Trigger};
 use metrics::Metrics;
 
 /// Runs the daemon until SIGTERM or SIGINT.
@@ -86,7 +86,7 @@ pub async fn serve(g: &Global) -> Result<u8> {
         move || async move {
             let why = *reason_ref.lock().unwrap_or_else(|e| e.into_inner());
             let warming = reconcile_once(ctx_ref, g, metrics_ref, why).await?;
-            Ok::<_, anyhow::Error>(Action::requeue(daemon.requeue_after(warming)))
+            Ok::<_, anyhow::Error>(Requeue::after(daemon.requeue_after(warming)))
         },
         |e: &anyhow::Error, failures| {
             let wait = backoff.delay(failures);
@@ -95,7 +95,7 @@ pub async fn serve(g: &Global) -> Result<u8> {
                 retry_in_s = wait.as_secs_f64(),
                 "reconcile failed: {e:#}"
             );
-            Action::requeue(wait)
+            Requeue::after(wait)
         },
         |wake| *reason.lock().unwrap_or_else(|e| e.into_inner()) = wake.as_str(),
     )

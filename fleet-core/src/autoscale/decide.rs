@@ -6,9 +6,10 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 
 use super::learn::late_after;
-use super::settings::{BillingUnit, Effective};
+use super::secs;
 use super::{FleetAction, Scaling, VmState, VmView, Why};
 use crate::ci::Demand;
+use crate::stack::{BillingUnit, Effective};
 
 /// What each step found, for tests and for `--json` plans.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
@@ -327,7 +328,7 @@ impl Decision<'_> {
                         have,
                         level: l.level,
                         largest: l.largest,
-                        days: l.days.floor() as u32,
+                        days: l.days,
                     },
                     _ => Why::PoolRefill {
                         want,
@@ -452,9 +453,4 @@ fn paid_ahead(e: &Effective, v: &VmView, now: DateTime<Utc>) -> bool {
             3600 - into_hour > e.billing.margin.as_secs()
         }
     }
-}
-
-/// Whole seconds of `d`, 0 when negative.
-pub(super) fn secs(d: chrono::TimeDelta) -> u64 {
-    d.num_seconds().max(0) as u64
 }

@@ -12,6 +12,8 @@
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
+use crate::stack::Effective;
+
 /// Weeks of history kept: this one and the three before.
 pub const WEEKS: i64 = 4;
 const HOURS: usize = 168;
@@ -85,6 +87,16 @@ impl Forecast {
             }
         }
         best
+    }
+}
+
+impl Effective {
+    /// With `forecast` on, these settings with the demand `forecast` expects at `now`.
+    pub fn with_forecast(mut self, forecast: &Forecast, now: DateTime<Utc>) -> Effective {
+        if self.forecast {
+            self.expected_peak = forecast.expected_peak(now);
+        }
+        self
     }
 }
 

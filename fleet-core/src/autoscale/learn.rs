@@ -10,15 +10,13 @@
 //! [`KEEP`] samples kept, once there are [`MIN_SAMPLES`]; until then the stack's
 //! `policy.boot_time` / `policy.resume_time` stand.
 
-use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use super::decide::secs;
-use crate::cloud::Observed;
-use crate::state::{Lifecycle, State};
+use super::secs;
+use crate::stack::Effective;
 
 /// Samples kept per phase (the newest).
 pub const KEEP: usize = 20;
@@ -90,6 +88,18 @@ impl Timings {
         true
     }
 
+    /// Records a `phase` that began at `since`, was last seen not ready at `unready_at` and
+    /// was first seen ready at `ready_at` (both the same when the end is known exactly).
+    pub fn record_span(
+        &mut self,
+        phase: Phase,
+        since: DateTime<Utc>,
+        unready_at: DateTime<Utc>,
+        ready_at: DateTime<Utc>,
+    ) -> bool {
+        self.record(phase, secs(unready_at - since), secs(ready_at - since))
+    }
+
     /// The measured time of `phase`, once [`MIN_SAMPLES`] samples were kept.
     pub fn learned(&self, phase: Phase) -> Option<Learned> {
         let kept = match phase {
@@ -117,75 +127,24 @@ impl Timings {
     }
 }
 
-/// Measures the boots and resumes this observation saw end, into `state.timings`, and
-/// notes for the others that they were still not ready at `now`. Called after the
-/// observed lifecycles and runner facts were recorded. Returns whether anything changed.
-///
-/// Ready means: after a create, the VM's runner online (when the fleet registers one per
-/// VM; its first contact dates it exactly when the CI system says), else the cloud
-/// reporting it running; after a start, the cloud reporting it running (a runner's online
-/// status outlives a stop, so it cannot date a resume).
-pub fn measure(state: &mut State, observed: &Observed, now: DateTime<Utc>) -> bool {
-    let seen: HashSet<&str> = observed
-        .instances
-        .iter()
-        .map(|o| o.cloud_id.as_str())
-        .collect();
-    let first_contact: HashMap<u64, DateTime<Utc>> = observed
-        .runners
-        .iter()
-        .flatten()
-        .filter_map(|r| Some((r.id, r.first_contact_at?)))
-        .collect();
-    let mut changed = false;
-    for rec in state.instances.values_mut() {
-        let Some(w) = rec.warming else { continue };
-        if !rec.cloud_id.as_deref().is_some_and(|id| seen.contains(id)) {
-            continue;
-        }
-        let by_runner = w.phase == Phase::Boot && rec.jobs.runner_id.is_some();
-        if by_runner && observed.runners.is_none() {
-            // The runner's state was not observed this time.
-            continue;
-        }
-        let ready = if by_runner {
-            rec.jobs.runner_online_at.is_some()
-        } else {
-            rec.lifecycle == Lifecycle::Running
-        };
-        changed = true;
-        if ready {
-            let exact = rec
-                .jobs
-                .runner_id
-                .and_then(|id| first_contact.get(&id))
-                .filter(|&&t| by_runner && w.since <= t && t <= now);
-            let (lo, hi) = match exact {
-                Some(&t) => (secs(t - w.since), secs(t - w.since)),
-                None => (secs(w.unready_at - w.since), secs(now - w.since)),
-            };
-            state.timings.record(w.phase, lo, hi);
-            rec.warming = None;
-        } else if matches!(
-            rec.lifecycle,
-            Lifecycle::Running | Lifecycle::Booting | Lifecycle::Starting | Lifecycle::Unknown
-        ) {
-            rec.warming = Some(crate::state::Warming {
-                unready_at: now,
-                ..w
-            });
-        } else {
-            // Stopped, stopping or gone before it was ready: nothing to measure.
-            rec.warming = None;
-        }
-    }
-    changed
-}
-
 /// How long a VM may take before it counts as late: twice the expected time, and at least
 /// a minute more than it. A late VM no longer covers the jobs waiting for it.
 pub fn late_after(expected: Duration) -> Duration {
     (expected * 2).max(expected + Duration::from_secs(60))
+}
+
+impl Effective {
+    /// These settings with `boot_time` and `resume_time` replaced by what was measured,
+    /// where enough was.
+    pub fn learn(mut self, timings: &Timings) -> Effective {
+        if let Some(l) = timings.learned(Phase::Boot) {
+            self.boot_time = l.time;
+        }
+        if let Some(l) = timings.learned(Phase::Resume) {
+            self.resume_time = l.time;
+        }
+        self
+    }
 }
 
 /// Fixtures shared with the policy's tests (`crate::policy`).
@@ -193,8 +152,11 @@ pub fn late_after(expected: Duration) -> Duration {
 pub(crate) mod tests {
     use super::*;
     use crate::ci::ObservedRunner;
+    use crate::cloud::Lifecycle;
+    use crate::cloud::Observed;
     use crate::cloud::ObservedInstance;
-    use crate::planner::refresh_facts;
+    use crate::state::facts::refresh as refresh_facts;
+    use crate::state::State;
     use crate::state::{InstanceRecord, Warming};
 
     /// `s` seconds into the test's day.

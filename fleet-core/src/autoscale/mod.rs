@@ -9,7 +9,6 @@ mod decide;
 pub mod forecast;
 pub mod learn;
 pub mod record;
-pub mod settings;
 #[cfg(test)]
 mod tests;
 pub mod tune;
@@ -22,7 +21,6 @@ use serde::{Deserialize, Serialize};
 pub use decide::{decide, Grow, Pool, Steps, Stock};
 pub use forecast::Forecast;
 pub use learn::{Phase, Timings};
-pub use settings::{BillingConfig, BillingUnit, Effective, PeriodConfig, Settings};
 
 /// A VM's state as the policy sees it (cloud lifecycle joined with the runner's job facts).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -307,4 +305,9 @@ impl Scaling {
             })
             .sum()
     }
+}
+
+/// Whole seconds in `d`, 0 for a negative span.
+pub(crate) fn secs(d: chrono::TimeDelta) -> u64 {
+    d.num_seconds().max(0) as u64
 }

@@ -7,7 +7,7 @@ use proptest::prelude::*;
 
 use super::*;
 use crate::ci::Demand;
-use crate::stack::PolicyConfig;
+use crate::stack::{BillingUnit, Effective, PolicyConfig, Settings};
 
 fn t(s: i64) -> DateTime<Utc> {
     Utc.timestamp_opt(1_700_000_000 + s, 0).unwrap()

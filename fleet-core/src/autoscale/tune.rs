@@ -35,10 +35,9 @@
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use serde::{Deserialize, Serialize};
 
 use super::record::{above, DemandRecord, LEVELS, SLOTS_PER_HOUR, SLOT_S};
-use super::settings::Effective;
+use crate::stack::{Effective, Prices, Target};
 
 /// How long the record must cover before the policy learns from it.
 pub const LEARN_S: i64 = 3 * 86_400;
@@ -49,72 +48,6 @@ pub const MARGIN: f64 = 0.5;
 pub const TUNE_SLOTS: i64 = 6 * SLOTS_PER_HOUR;
 /// Retention candidates, in slots (10 min to 8 h).
 const KEEP_SLOTS: [i64; 6] = [1, 3, 6, 12, 24, 48];
-
-/// The wait target (`policy.target`): `percentile` % of jobs wait at most `wait`.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Target {
-    /// The wait.
-    #[serde(with = "crate::stack::duration_serde")]
-    pub wait: Duration,
-    /// The share of jobs, in percent (50 to 99.9).
-    #[serde(default = "default_percentile")]
-    pub percentile: f64,
-}
-
-fn default_percentile() -> f64 {
-    95.0
-}
-
-/// What capacity costs per VM-hour as the stack states it (`policy.prices`).
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct PricesConfig {
-    /// A running VM (any unit; only ratios matter to the policy).
-    #[serde(default = "default_running_price")]
-    pub running: f64,
-    /// A stopped VM. Default: [`STOPPED_SHARE`] of `running` (an EC2 instance stopped
-    /// costs its volume only); on clouds that bill stopped VMs (Hetzner) the provider sets
-    /// it to `running`, and a stopped pool then saves nothing.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub stopped: Option<f64>,
-}
-
-/// A stopped VM's price as a share of a running one's by default: a small EC2 instance's
-/// gp3 volume against its hourly price.
-pub const STOPPED_SHARE: f64 = 0.035;
-
-fn default_running_price() -> f64 {
-    1.0
-}
-
-impl Default for PricesConfig {
-    fn default() -> Self {
-        PricesConfig {
-            running: default_running_price(),
-            stopped: None,
-        }
-    }
-}
-
-impl PricesConfig {
-    /// The prices with the default filled in.
-    pub fn resolve(&self) -> Prices {
-        Prices {
-            running: self.running,
-            stopped: self.stopped.unwrap_or(self.running * STOPPED_SHARE),
-        }
-    }
-}
-
-/// What capacity costs per VM-hour.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Prices {
-    /// A running VM.
-    pub running: f64,
-    /// A stopped VM (its disk); equal to `running` where stopped VMs are billed.
-    pub stopped: f64,
-}
 
 /// What the choice depends on besides the record.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -584,7 +517,11 @@ pub fn apply(mut e: Effective, l: &Learned) -> Effective {
                 e.expected_peak = e.expected_peak.max(c.level);
                 e.stopped_time = c.keep;
             }
-            e.learned = Some(c);
+            e.learned = Some(crate::stack::LearnedPool {
+                level: c.level,
+                largest: c.largest,
+                days: c.days.floor() as u32,
+            });
         }
     }
     e

@@ -6,15 +6,6 @@ use std::path::PathBuf;
 /// A template could not be read, parsed or rendered, or its output breaks a limit.
 #[derive(Debug, thiserror::Error)]
 pub enum RenderError {
-    /// The template file could not be read.
-    #[error("cannot read template {}", path.display())]
-    Read {
-        /// The template file.
-        path: PathBuf,
-        /// The OS error.
-        #[source]
-        source: std::io::Error,
-    },
     /// The template does not parse, or rendering it failed (an undefined variable, a bad
     /// filter call). `line` is the template's line, when known.
     #[error("template error at {}{}", path.display(), line.map(|l| format!(":{l}")).unwrap_or_default())]

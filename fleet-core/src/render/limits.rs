@@ -4,17 +4,8 @@
 use std::io::Write as _;
 
 use super::RenderError;
+use crate::cloud::UserDataLimit;
 use crate::naming::MAX_NAME_LEN;
-
-/// The largest user data a provider accepts.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct UserDataLimit {
-    /// Largest size in bytes.
-    pub max_bytes: usize,
-    /// Whether the provider counts the gzip-compressed size (the provider then sends the
-    /// user data compressed; cloud-init unpacks it).
-    pub gzip: bool,
-}
 
 /// `user_data` compressed with gzip (what a provider with [`UserDataLimit::gzip`] sends).
 pub fn gzip(user_data: &str) -> Vec<u8> {

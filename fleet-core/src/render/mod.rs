@@ -2,7 +2,7 @@
 //! playbook and the runner's `config.toml` template) and the Ansible inventory of the live
 //! fleet, from the templates the stack names, with minijinja.
 //!
-//! Rendering is pure: the templates are read once by [`Renderer::from_stack`], and every
+//! Rendering is pure: the templates were read once when the stack loaded, and every
 //! variable comes from the stack, the instance name or the state (see [`vars`]; README.md
 //! has the table). Undefined variables are errors, and every error names the template file
 //! and line. The runner token is rendered as [`crate::secret::MASK`] unless the caller asks
@@ -16,19 +16,18 @@ mod error;
 mod limits;
 pub mod vars;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use minijinja::{AutoEscape, Environment, UndefinedBehavior};
 use serde::Serialize;
 
-use crate::plan::{Action, Plan, INSTANCE};
 use crate::secret::{Secret, MASK};
 use crate::spec::short_hash;
-use crate::stack::LoadedStack;
+use crate::stack::{LoadedStack, TemplateText};
 use crate::state::State;
 
 pub use error::RenderError;
-pub use limits::{check_hostname, check_user_data_size, gzip, UserDataLimit};
+pub use limits::{check_hostname, check_user_data_size, gzip};
 pub use vars::{InventoryHost, InventoryVars, StackVars, UserDataVars};
 
 /// Whether secrets are rendered as their values or masked.
@@ -40,54 +39,35 @@ pub enum Secrets {
     Shown,
 }
 
-/// A template file and its text.
-#[derive(Debug, Clone)]
-struct Template {
-    path: PathBuf,
-    source: String,
-}
-
-impl Template {
-    fn read(loaded: &LoadedStack, path: &Option<PathBuf>) -> Result<Option<Template>, RenderError> {
-        let Some(p) = path else { return Ok(None) };
-        let path = loaded.resolve(p);
-        let source = std::fs::read_to_string(&path).map_err(|source| RenderError::Read {
-            path: path.clone(),
-            source,
-        })?;
-        Ok(Some(Template { path, source }))
-    }
-}
-
 /// The templates of one stack, read once, ready to render for any instance.
 #[derive(Debug, Clone)]
 pub struct Renderer {
-    user_data: Option<Template>,
-    playbook: Option<Template>,
-    runner_config: Option<Template>,
-    inventory: Option<Template>,
+    user_data: Option<TemplateText>,
+    playbook: Option<TemplateText>,
+    runner_config: Option<TemplateText>,
+    inventory: Option<TemplateText>,
     vars: StackVars,
     token: Option<Secret>,
 }
 
 impl Renderer {
-    /// Reads the templates `loaded` names. The runner token is the secret of
+    /// The templates `loaded` names (read when it loaded). The runner token is the secret of
     /// `runner.runner_token_env` (ignored when `runner.token_ssm_parameter` is set).
-    pub fn from_stack(loaded: &LoadedStack) -> Result<Renderer, RenderError> {
+    pub fn from_stack(loaded: &LoadedStack) -> Renderer {
         let s = &loaded.stack;
-        let t = &s.templates;
+        let t = &loaded.templates;
         let token = match (&s.runner.token_ssm_parameter, &s.runner.runner_token_env) {
             (None, Some(var)) => loaded.secret(var).cloned(),
             _ => None,
         };
-        Ok(Renderer {
-            user_data: Template::read(loaded, &t.user_data)?,
-            playbook: Template::read(loaded, &t.playbook)?,
-            runner_config: Template::read(loaded, &t.runner_config)?,
-            inventory: Template::read(loaded, &t.inventory)?,
+        Renderer {
+            user_data: t.user_data.clone(),
+            playbook: t.playbook.clone(),
+            runner_config: t.runner_config.clone(),
+            inventory: t.inventory.clone(),
             vars: StackVars::from_stack(s, token.is_some()),
             token,
-        })
+        }
     }
 
     /// Uses `token` as the runner token instead of the stack's (for a token registered per
@@ -194,45 +174,13 @@ impl Renderer {
 
 /// The user data `instance` of `loaded` boots with, secrets included, or `None` when the
 /// stack names no user data template. Providers pass it to the cloud (gzip it with
-/// [`gzip`] where the provider's [`UserDataLimit::gzip`] says so).
+/// [`gzip`] where the provider's [`crate::cloud::UserDataLimit::gzip`] says so).
 pub fn user_data(loaded: &LoadedStack, instance: &str) -> Result<Option<String>, RenderError> {
-    Renderer::from_stack(loaded)?.user_data(instance, Secrets::Shown)
-}
-
-/// Plan-time checks of the instances `plan` creates: every name fits a hostname, and the
-/// user data fits the cloud's `limit`. Only the longest name is rendered, since names are
-/// the only per-instance input and the token has the same length for all.
-pub fn check_plan(
-    loaded: &LoadedStack,
-    plan: &Plan,
-    limit: Option<UserDataLimit>,
-    provider: &str,
-) -> Result<(), RenderError> {
-    let names: Vec<&str> = plan
-        .changes
-        .iter()
-        .filter(|c| c.kind == INSTANCE)
-        .filter_map(|c| match c.action {
-            Action::Create => Some(c.name.as_str()),
-            Action::Replace => c.replacement.as_deref(),
-            _ => None,
-        })
-        .collect();
-    for n in &names {
-        check_hostname(n)?;
-    }
-    let (Some(limit), Some(longest)) = (limit, names.iter().max_by_key(|n| n.len())) else {
-        return Ok(());
-    };
-    let renderer = Renderer::from_stack(loaded)?;
-    if let Some(text) = renderer.user_data(longest, Secrets::Shown)? {
-        check_user_data_size(longest, &text, limit, provider)?;
-    }
-    Ok(())
+    Renderer::from_stack(loaded).user_data(instance, Secrets::Shown)
 }
 
 /// Renders one template with strict undefined variables and no escaping.
-fn render(t: &Template, ctx: &impl Serialize, lstrip: bool) -> Result<String, RenderError> {
+fn render(t: &TemplateText, ctx: &impl Serialize, lstrip: bool) -> Result<String, RenderError> {
     let mut env = Environment::new();
     env.set_undefined_behavior(UndefinedBehavior::Strict);
     env.set_keep_trailing_newline(true);

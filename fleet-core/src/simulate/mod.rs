@@ -15,7 +15,7 @@ mod world;
 use serde::{Deserialize, Serialize};
 
 use crate::autoscale::record::DemandRecord;
-use crate::autoscale::Settings;
+use crate::stack::Settings;
 
 pub use baselines::{DockerMachine, Taskscaler};
 pub use oracle::oracle;

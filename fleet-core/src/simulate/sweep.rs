@@ -21,8 +21,8 @@ use std::sync::Mutex;
 use serde_json::{json, Value};
 
 use super::{run, DockerMachine, Metrics, Model, PolicySpec, Taskscaler, Trace};
-use crate::autoscale::Settings;
 use crate::stack::PolicyConfig;
+use crate::stack::Settings;
 
 /// One configuration to try.
 #[derive(Debug, Clone)]

@@ -109,7 +109,7 @@ fn fleet_resumes_stopped_vms_for_a_burst() {
         stopped_count: 3,
         ..PolicyConfig::default()
     };
-    let s = crate::autoscale::Settings::from_config(&config).unwrap();
+    let s = crate::stack::Settings::from_config(&config).unwrap();
     let model = Model::default();
     // A lone job first (waits a boot; the pool is refilled meanwhile), then a burst of
     // three an hour later: served from the stopped pool in resume time.
@@ -140,7 +140,7 @@ fn fleet_learns_a_slow_boot_and_stops_hedging_after_the_first_burst() {
             boot_time: Duration::from_secs(boot_time),
             ..PolicyConfig::default()
         };
-        let s = crate::autoscale::Settings::from_config(&config).unwrap();
+        let s = crate::stack::Settings::from_config(&config).unwrap();
         run(&trace(&jobs), &model, &PolicySpec::Fleet(Box::new(s)), None).launches
     };
     // Told the truth, one VM per job.
@@ -169,7 +169,7 @@ fn fleet_with_a_forecast_pre_warms_the_pool_before_a_weekly_surge() {
             forecast,
             ..PolicyConfig::default()
         };
-        let s = crate::autoscale::Settings::from_config(&config).unwrap();
+        let s = crate::stack::Settings::from_config(&config).unwrap();
         run(&trace(&jobs), &model, &PolicySpec::Fleet(Box::new(s)), None)
     };
     // Without: every surge boots its VMs (the pool ages out in between).
@@ -208,7 +208,7 @@ fn the_pool_counts_vms_that_will_return_to_it_so_bursts_cause_no_churn() {
         idle_time: Duration::ZERO,
         ..PolicyConfig::default()
     };
-    let s = crate::autoscale::Settings::from_config(&config).unwrap();
+    let s = crate::stack::Settings::from_config(&config).unwrap();
     let m = run(
         &trace,
         &Model::default(),
@@ -263,7 +263,7 @@ fn the_fleet_policy_sees_no_arrival_before_it_happens() {
         forecast: true,
         ..PolicyConfig::default()
     };
-    let s = crate::autoscale::Settings::from_config(&config).unwrap();
+    let s = crate::stack::Settings::from_config(&config).unwrap();
     let replay = |jobs: &[(i64, u32)]| {
         let mut tl = Timeline::default();
         let spec = PolicySpec::Fleet(Box::new(s.clone()));
@@ -328,9 +328,9 @@ fn shaped(shape: &str, days: i64, seed: u64) -> Vec<(i64, u32)> {
     jobs
 }
 
-fn target_config(max_instances: u32) -> crate::autoscale::Settings {
-    use crate::autoscale::tune::Target;
+fn target_config(max_instances: u32) -> crate::stack::Settings {
     use crate::stack::PolicyConfig;
+    use crate::stack::Target;
     let config = PolicyConfig {
         max_instances,
         target: Some(Target {
@@ -339,7 +339,7 @@ fn target_config(max_instances: u32) -> crate::autoscale::Settings {
         }),
         ..PolicyConfig::default()
     };
-    crate::autoscale::Settings::from_config(&config).unwrap()
+    crate::stack::Settings::from_config(&config).unwrap()
 }
 
 #[test]

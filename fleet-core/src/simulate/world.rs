@@ -8,10 +8,10 @@ use chrono::{DateTime, Utc};
 
 use super::{percentile, Metrics, Model, Trace};
 use crate::autoscale::record::DemandRecord;
-use crate::autoscale::{
-    self, tune, Effective, FleetAction, Forecast, Phase, Settings, Timings, VmState, VmView,
-};
+use crate::autoscale::{self, tune, FleetAction, Forecast, Phase, Timings, VmState, VmView};
 use crate::ci::Demand;
+use crate::stack::Effective;
+use crate::stack::Settings;
 
 /// A modelled VM.
 #[derive(Debug, Clone, Copy)]

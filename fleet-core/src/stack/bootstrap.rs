@@ -10,17 +10,17 @@ use super::{LoadedStack, StackError};
 /// How the runner runs jobs.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
-pub enum Executor {
+pub enum RunnerExecutor {
     /// Each job in a Docker container (the only executor the templates support).
     #[default]
     Docker,
 }
 
-impl Executor {
+impl RunnerExecutor {
     /// The name gitlab-runner's `config.toml` uses.
     pub fn as_str(self) -> &'static str {
         match self {
-            Executor::Docker => "docker",
+            RunnerExecutor::Docker => "docker",
         }
     }
 }

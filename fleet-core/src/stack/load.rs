@@ -9,8 +9,9 @@ use serde_yaml_ng::Value;
 use super::error::{StackError, StackErrorKind};
 use super::overrides::Override;
 use super::source_map::SourceMap;
-use super::{LoadedStack, Stack};
+use super::{LoadedStack, Settings, Stack, Templates};
 use crate::naming;
+use crate::resource::ResourceSpec;
 use crate::secret::Secret;
 
 /// Looks up an environment variable; a parameter so loading stays testable.
@@ -69,8 +70,15 @@ pub fn load_str(
         source_map,
         overrides: overrides.to_vec(),
         secrets: BTreeMap::new(),
+        policy: Settings::default(),
+        templates: Templates::default(),
     };
     validate(&loaded)?;
+    loaded.compile_policy()?;
+    let templates = Templates::read(&loaded.stack.templates, loaded.dir(), |key| {
+        loaded.origin(key)
+    })?;
+    loaded.templates = templates;
     let named = [
         ("runner.token_env", loaded.stack.runner.token_env.clone()),
         (
@@ -283,9 +291,6 @@ fn validate(l: &LoadedStack) -> Result<(), StackError> {
             "a VM must run at least one job",
         );
     }
-    if let Err(e) = crate::autoscale::Settings::from_config(p) {
-        return invalid(&e.path, e.message, &e.hint);
-    }
     if s.apply.concurrency == 0 {
         return invalid(
             "apply.concurrency",
@@ -438,7 +443,8 @@ fn validate_resources(l: &LoadedStack) -> Result<(), StackError> {
             }
         }
     }
-    if let Err(cycle) = crate::resource::dependency_order(&s.resources) {
+    let specs: Vec<ResourceSpec> = s.resources.iter().map(ResourceSpec::from).collect();
+    if let Err(cycle) = crate::resource::dependency_order(&specs) {
         return Err(l.error_at(
             "resources",
             format!("resources depend on each other in a cycle ({cycle})"),

@@ -11,7 +11,9 @@ mod daemon;
 mod error;
 mod load;
 mod overrides;
+mod policy;
 mod source_map;
+mod templates;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -19,14 +21,20 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use crate::resource::ResourceSpec;
 use crate::secret::Secret;
 
-pub use bootstrap::{CacheConfig, CacheKind, Executor};
+pub use bootstrap::{CacheConfig, CacheKind, RunnerExecutor};
 pub use daemon::DaemonConfig;
 pub use error::{StackError, StackErrorKind};
 pub use load::{load, load_str, EnvLookup};
 pub use overrides::Override;
+pub use policy::{
+    BillingConfig, BillingUnit, Effective, LearnedPool, PeriodConfig, PolicyConfig, Prices,
+    PricesConfig, Settings, SettingsProblem, Target, STOPPED_SHARE,
+};
 pub use source_map::{Location, SourceMap};
+pub use templates::{TemplateText, Templates};
 
 /// One fleet, as declared in a stack file.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -130,7 +138,7 @@ pub struct RunnerConfig {
     pub online_timeout: Duration,
     /// How the runner runs jobs (only `docker`).
     #[serde(default)]
-    pub executor: Executor,
+    pub executor: RunnerExecutor,
     /// Image of jobs that name none.
     #[serde(default = "bootstrap::default_docker_image")]
     pub docker_image: String,
@@ -169,7 +177,7 @@ impl Default for RunnerConfig {
             maximum_timeout: None,
             webhook_secret_env: None,
             online_timeout: default_online_timeout(),
-            executor: Executor::default(),
+            executor: RunnerExecutor::default(),
             docker_image: bootstrap::default_docker_image(),
             dind: false,
             metrics_listen: bootstrap::default_metrics_listen(),
@@ -219,109 +227,6 @@ impl RunnerType {
             RunnerType::InstanceType => "instance_type",
             RunnerType::GroupType => "group_type",
             RunnerType::ProjectType => "project_type",
-        }
-    }
-}
-
-/// `policy:`: how many VMs the fleet keeps.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct PolicyConfig {
-    /// Never fewer VMs than this.
-    #[serde(default)]
-    pub min_instances: u32,
-    /// Never more VMs than this.
-    #[serde(default = "default_max_instances")]
-    pub max_instances: u32,
-    /// Jobs one VM runs at once (the runner's `concurrent`).
-    #[serde(default = "default_one")]
-    pub capacity_per_instance: u32,
-    /// Spare job slots kept running (GitLab's `idle_count`, counted in slots).
-    #[serde(default)]
-    pub idle_count: u32,
-    /// How long a VM stays running idle before it is stopped or retired.
-    #[serde(
-        default = "crate::autoscale::settings::default_idle_time",
-        with = "duration_serde"
-    )]
-    pub idle_time: Duration,
-    /// Spare slots as a factor of slots in use, when more than `idle_count` (0: off).
-    #[serde(default)]
-    pub scale_factor: f64,
-    /// Cap on what `scale_factor` asks for (0: no cap).
-    #[serde(default)]
-    pub scale_factor_limit: u32,
-    /// VMs being created or started at once (0: no limit).
-    #[serde(default)]
-    pub max_growth_rate: u32,
-    /// Jobs after which a VM is retired (0: no limit).
-    #[serde(default)]
-    pub max_use_count: u32,
-    /// Stopped, already provisioned VMs kept at least, resumed on demand.
-    #[serde(default)]
-    pub stopped_count: u32,
-    /// Stopped VMs kept at most; 0 never stops VMs (clouds that bill stopped VMs).
-    /// Defaults to `max_instances`.
-    #[serde(default)]
-    pub stopped_max: Option<u32>,
-    /// How long a stopped VM above `stopped_count` is kept after its last job.
-    #[serde(
-        default = "crate::autoscale::settings::default_stopped_time",
-        with = "duration_serde"
-    )]
-    pub stopped_time: Duration,
-    /// Keep enough stopped VMs for the highest demand seen in this hour and the next in the
-    /// same hours of the last four weeks (see docs/policy.md).
-    #[serde(default)]
-    pub forecast: bool,
-    /// Expected time from create to ready, until measured (see docs/policy.md).
-    #[serde(
-        default = "crate::autoscale::settings::default_boot_time",
-        with = "duration_serde"
-    )]
-    pub boot_time: Duration,
-    /// Expected time from start to ready, until measured.
-    #[serde(
-        default = "crate::autoscale::settings::default_resume_time",
-        with = "duration_serde"
-    )]
-    pub resume_time: Duration,
-    /// How the cloud bills running VMs.
-    #[serde(default)]
-    pub billing: crate::autoscale::BillingConfig,
-    /// Settings that override these on a schedule; the last matching entry wins.
-    #[serde(default)]
-    pub periods: Vec<crate::autoscale::PeriodConfig>,
-    /// The wait target; when set, the pool is learned from demand (docs/policy.md).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub target: Option<crate::autoscale::tune::Target>,
-    /// What capacity costs per VM-hour.
-    #[serde(default)]
-    pub prices: crate::autoscale::tune::PricesConfig,
-}
-
-impl Default for PolicyConfig {
-    fn default() -> Self {
-        PolicyConfig {
-            min_instances: 0,
-            max_instances: default_max_instances(),
-            capacity_per_instance: 1,
-            idle_count: 0,
-            idle_time: crate::autoscale::settings::default_idle_time(),
-            scale_factor: 0.0,
-            scale_factor_limit: 0,
-            max_growth_rate: 0,
-            max_use_count: 0,
-            stopped_count: 0,
-            stopped_max: None,
-            stopped_time: crate::autoscale::settings::default_stopped_time(),
-            forecast: false,
-            boot_time: crate::autoscale::settings::default_boot_time(),
-            resume_time: crate::autoscale::settings::default_resume_time(),
-            billing: crate::autoscale::BillingConfig::default(),
-            periods: Vec::new(),
-            target: None,
-            prices: crate::autoscale::tune::PricesConfig::default(),
         }
     }
 }
@@ -380,6 +285,17 @@ pub struct ResourceDecl {
     pub depends_on: Vec<String>,
 }
 
+impl From<&ResourceDecl> for ResourceSpec {
+    fn from(d: &ResourceDecl) -> Self {
+        ResourceSpec {
+            kind: d.kind.clone(),
+            name: d.name.clone(),
+            properties: d.properties.clone(),
+            depends_on: d.depends_on.clone(),
+        }
+    }
+}
+
 /// `apply:`: how changes are executed.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -403,12 +319,6 @@ impl Default for ApplyConfig {
 
 fn default_true() -> bool {
     true
-}
-fn default_one() -> u32 {
-    1
-}
-fn default_max_instances() -> u32 {
-    10
 }
 fn default_backend() -> String {
     "local".into()
@@ -436,9 +346,21 @@ pub struct LoadedStack {
     pub overrides: Vec<Override>,
     /// Secrets read from the environment variables the stack names.
     pub secrets: BTreeMap<String, Secret>,
+    /// The `policy:` section, checked and compiled (schedules parsed) once at load.
+    pub policy: Settings,
+    /// The texts of the templates the stack names, read once at load.
+    pub templates: Templates,
 }
 
 impl LoadedStack {
+    /// Checks and compiles `stack.policy` into [`LoadedStack::policy`]; call again after
+    /// changing `stack.policy` (as provider defaults do).
+    pub fn compile_policy(&mut self) -> Result<(), StackError> {
+        self.policy = Settings::from_config(&self.stack.policy)
+            .map_err(|p| self.error_at(&p.path, p.message, p.hint))?;
+        Ok(())
+    }
+
     /// The directory relative paths in the stack resolve against.
     pub fn dir(&self) -> &Path {
         self.path.parent().unwrap_or_else(|| Path::new("."))

@@ -142,3 +142,15 @@ pub trait StateBackend: Send + Sync {
     /// Releases the lock.
     async fn unlock(&self) -> Result<(), StateError>;
 }
+
+/// Records `state` as the next state: its serial is raised by one and it is written; on a
+/// failed write the serial is put back, so the caller's copy still matches what is stored.
+/// Every writer goes through here (apply's steps, `state rm`, `state import`).
+pub async fn commit(backend: &dyn StateBackend, state: &mut State) -> Result<(), StateError> {
+    state.serial += 1;
+    if let Err(e) = backend.write(state).await {
+        state.serial -= 1;
+        return Err(e);
+    }
+    Ok(())
+}

@@ -7,6 +7,7 @@
 //! next plan settles. Secrets are never recorded here.
 
 mod backend;
+pub mod facts;
 pub mod format;
 mod local;
 
@@ -17,8 +18,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::autoscale::record::DemandRecord;
 use crate::autoscale::{Forecast, Phase, Timings};
+use crate::cloud::{Lifecycle, ObservedInstance};
 
-pub use backend::{LockInfo, StateBackend, StateError};
+pub use backend::{commit, LockInfo, StateBackend, StateError};
 pub use format::{FormatError, FORMAT_VERSION};
 pub use local::{LocalBackend, LocalSettings};
 
@@ -150,10 +152,7 @@ impl Warming {
 
 impl InstanceRecord {
     /// A settled record of what the cloud reports, as adopt and import make it.
-    pub fn from_observed(
-        o: &crate::cloud::ObservedInstance,
-        template_hash: Option<String>,
-    ) -> Self {
+    pub fn from_observed(o: &ObservedInstance, template_hash: Option<String>) -> Self {
         InstanceRecord {
             name: o.name.clone(),
             cloud_id: Some(o.cloud_id.clone()),
@@ -169,49 +168,6 @@ impl InstanceRecord {
             started_at: Some(o.launched_at),
             draining_since: None,
             warming: None,
-        }
-    }
-}
-
-/// A VM's lifecycle state as the cloud sees it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Lifecycle {
-    /// Created, not yet running.
-    Booting,
-    /// Running.
-    Running,
-    /// Being stopped.
-    Stopping,
-    /// Stopped (disk kept, compute not billed).
-    Stopped,
-    /// Being started again.
-    Starting,
-    /// Being terminated.
-    Terminating,
-    /// Terminated (gone).
-    Terminated,
-    /// Not known (before the first observation).
-    Unknown,
-}
-
-impl Lifecycle {
-    /// Whether the VM is gone or going and should not count towards the fleet.
-    pub fn is_gone(self) -> bool {
-        matches!(self, Lifecycle::Terminating | Lifecycle::Terminated)
-    }
-
-    /// Lowercase name, as in the state file.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Lifecycle::Booting => "booting",
-            Lifecycle::Running => "running",
-            Lifecycle::Stopping => "stopping",
-            Lifecycle::Stopped => "stopped",
-            Lifecycle::Starting => "starting",
-            Lifecycle::Terminating => "terminating",
-            Lifecycle::Terminated => "terminated",
-            Lifecycle::Unknown => "unknown",
         }
     }
 }

@@ -1,7 +1,8 @@
 //! The state backend conformance suite.
 
 use crate::autoscale::Phase;
-use crate::state::{InstanceRecord, JobFacts, Lifecycle, State, StateBackend, StateError, Warming};
+use crate::cloud::Lifecycle;
+use crate::state::{InstanceRecord, JobFacts, State, StateBackend, StateError, Warming};
 
 use super::{lock_info, t0};
 

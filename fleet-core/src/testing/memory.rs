@@ -6,13 +6,13 @@ use std::sync::Mutex;
 
 use async_trait::async_trait;
 
+use crate::cloud::Lifecycle;
 use crate::cloud::{
     Cloud, CloudError, CreateInstance, CreateOutcome, DeleteOutcome, Detail, Observed,
     ObservedInstance, ObservedResource, Scope,
 };
 use crate::naming::tags;
 use crate::resource::ResourceSpec;
-use crate::state::Lifecycle;
 
 use super::t0;
 

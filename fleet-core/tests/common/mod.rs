@@ -3,13 +3,14 @@
 
 use std::collections::BTreeMap;
 
+use fleet_core::cloud::Lifecycle;
 use fleet_core::cloud::{Observed, ObservedInstance, ObservedResource};
 use fleet_core::naming::instance_name;
 use fleet_core::plan::{Operation, Plan};
 use fleet_core::planner::{plan, Desired, PlanInput};
 use fleet_core::resource::ResourceSpec;
 use fleet_core::spec::InstanceSpec;
-use fleet_core::state::{InstanceRecord, Lifecycle, PendingKind, PendingOp, ResourceRecord, State};
+use fleet_core::state::{InstanceRecord, PendingKind, PendingOp, ResourceRecord, State};
 use fleet_core::testing::t0;
 
 pub const STACK: &str = "ci";

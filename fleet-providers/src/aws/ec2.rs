@@ -32,6 +32,7 @@ use chrono::{DateTime, Utc};
 use futures_util::stream::{self, StreamExt};
 use serde::Deserialize;
 
+use fleet_core::cloud::Lifecycle;
 use fleet_core::cloud::{
     Cloud, CloudError, CreateInstance, CreateOutcome, DeleteOutcome, Detail, Observed,
     ObservedInstance, ObservedResource, PowerOutcome, Scope,
@@ -39,7 +40,6 @@ use fleet_core::cloud::{
 use fleet_core::naming::{self, tags};
 use fleet_core::resource::ResourceSpec;
 use fleet_core::stack::{LoadedStack, StackError};
-use fleet_core::state::Lifecycle;
 
 use super::bucket::{self, BucketProperties};
 use super::calls::CallCounter;
@@ -719,8 +719,8 @@ impl Cloud for AwsCloud {
         self.settings.max_batch
     }
 
-    fn user_data_limit(&self) -> Option<fleet_core::render::UserDataLimit> {
-        Some(fleet_core::render::UserDataLimit {
+    fn user_data_limit(&self) -> Option<fleet_core::cloud::UserDataLimit> {
+        Some(fleet_core::cloud::UserDataLimit {
             max_bytes: USER_DATA_LIMIT,
             gzip: true,
         })

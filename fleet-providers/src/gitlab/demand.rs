@@ -10,6 +10,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use futures_util::stream::{self, StreamExt};
 
+use fleet_core::apply::error_chain;
 use fleet_core::ci::{Ci, CiError, Demand, NewRunner, ObservedRunner};
 use fleet_core::stack::RunnerType;
 
@@ -317,7 +318,7 @@ impl Ci for GitLabCi {
                     running: c.running,
                 })
             }
-            Err(e) => Err(ci_error(&e)),
+            Err(e) => Err(ci_error("count demand", &e)),
         }
     }
 
@@ -326,11 +327,15 @@ impl Ci for GitLabCi {
     }
 
     async fn runners(&self) -> Result<Vec<ObservedRunner>, CiError> {
-        self.stack_runners().await.map_err(|e| ci_error(&e))
+        self.stack_runners()
+            .await
+            .map_err(|e| ci_error("list the stack's runners", &e))
     }
 
     async fn create_runner(&self, instance: &str) -> Result<NewRunner, CiError> {
-        self.register(instance).await.map_err(|e| ci_error(&e))
+        self.register(instance)
+            .await
+            .map_err(|e| ci_error(&format!("create a runner for {instance}"), &e))
     }
 
     async fn set_paused(&self, runner: u64, paused: bool) -> Result<(), CiError> {
@@ -338,7 +343,10 @@ impl Ci for GitLabCi {
             .set_paused(runner, paused)
             .await
             .map(|_| ())
-            .map_err(|e| ci_error(&e))
+            .map_err(|e| {
+                let verb = if paused { "pause" } else { "resume" };
+                ci_error(&format!("{verb} runner #{runner}"), &e)
+            })
     }
 
     async fn running_jobs(&self, runner: u64) -> Result<u32, CiError> {
@@ -346,7 +354,7 @@ impl Ci for GitLabCi {
             .running_jobs(runner)
             .await
             .map(|jobs| jobs.len() as u32)
-            .map_err(|e| ci_error(&e))
+            .map_err(|e| ci_error(&format!("list the jobs of runner #{runner}"), &e))
     }
 
     async fn first_contact(&self, runner: u64) -> Result<Option<DateTime<Utc>>, CiError> {
@@ -355,7 +363,7 @@ impl Ci for GitLabCi {
             .client
             .managers(runner)
             .await
-            .map_err(|e| ci_error(&e))?;
+            .map_err(|e| ci_error(&format!("list the managers of runner #{runner}"), &e))?;
         Ok(managers.iter().filter_map(|m| m.created_at).min())
     }
 
@@ -364,7 +372,7 @@ impl Ci for GitLabCi {
             .delete_runner(runner)
             .await
             .map(|_| ())
-            .map_err(|e| ci_error(&e))
+            .map_err(|e| ci_error(&format!("delete runner #{runner}"), &e))
     }
 
     fn api_calls(&self) -> BTreeMap<String, u64> {
@@ -379,23 +387,12 @@ impl Ci for GitLabCi {
     }
 }
 
-fn ci_error(e: &GitLabError) -> CiError {
+fn ci_error(call: &str, e: &GitLabError) -> CiError {
     CiError {
         system: "gitlab".into(),
+        call: call.into(),
         message: error_chain(e),
     }
-}
-
-/// An error and its causes on one line.
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut out = e.to_string();
-    let mut cur = e.source();
-    while let Some(s) = cur {
-        out.push_str(": ");
-        out.push_str(&s.to_string());
-        cur = s.source();
-    }
-    out
 }
 
 #[cfg(test)]

@@ -22,6 +22,7 @@ use futures_util::stream::{self, StreamExt};
 use reqwest::Method;
 use serde::Deserialize;
 
+use fleet_core::cloud::Lifecycle;
 use fleet_core::cloud::{
     Cloud, CloudError, CreateInstance, CreateOutcome, DeleteOutcome, Observed, ObservedInstance,
     Scope,
@@ -29,7 +30,6 @@ use fleet_core::cloud::{
 use fleet_core::naming::tags;
 use fleet_core::secret::Secret;
 use fleet_core::stack::{duration_serde, LoadedStack, StackError};
-use fleet_core::state::Lifecycle;
 
 pub use client::{Client, Retry};
 use errors::CAPACITY_CODES;
@@ -437,8 +437,8 @@ impl Cloud for HetznerCloud {
         self.settings.max_batch
     }
 
-    fn user_data_limit(&self) -> Option<fleet_core::render::UserDataLimit> {
-        Some(fleet_core::render::UserDataLimit {
+    fn user_data_limit(&self) -> Option<fleet_core::cloud::UserDataLimit> {
+        Some(fleet_core::cloud::UserDataLimit {
             max_bytes: USER_DATA_LIMIT,
             gzip: false,
         })

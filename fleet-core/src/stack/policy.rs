@@ -1,5 +1,6 @@
-//! The demand policy's settings as the stack declares them (`policy:`), and the settings in
-//! force at one moment once `periods` are applied.
+//! The `policy:` section of the stack: the settings as declared ([`PolicyConfig`], with its
+//! billing and `periods`), checked and compiled once when the stack loads ([`Settings`],
+//! cron schedules parsed), and the settings in force at one moment ([`Effective`]).
 
 use std::str::FromStr;
 use std::time::Duration;
@@ -7,7 +8,175 @@ use std::time::Duration;
 use chrono::{DateTime, DurationRound, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::stack::{duration_serde, PolicyConfig};
+use super::{duration_serde, opt_duration_serde};
+
+/// `policy:`: how many VMs the fleet keeps.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PolicyConfig {
+    /// Never fewer VMs than this.
+    #[serde(default)]
+    pub min_instances: u32,
+    /// Never more VMs than this.
+    #[serde(default = "default_max_instances")]
+    pub max_instances: u32,
+    /// Jobs one VM runs at once (the runner's `concurrent`).
+    #[serde(default = "default_one")]
+    pub capacity_per_instance: u32,
+    /// Spare job slots kept running (GitLab's `idle_count`, counted in slots).
+    #[serde(default)]
+    pub idle_count: u32,
+    /// How long a VM stays running idle before it is stopped or retired.
+    #[serde(default = "default_idle_time", with = "duration_serde")]
+    pub idle_time: Duration,
+    /// Spare slots as a factor of slots in use, when more than `idle_count` (0: off).
+    #[serde(default)]
+    pub scale_factor: f64,
+    /// Cap on what `scale_factor` asks for (0: no cap).
+    #[serde(default)]
+    pub scale_factor_limit: u32,
+    /// VMs being created or started at once (0: no limit).
+    #[serde(default)]
+    pub max_growth_rate: u32,
+    /// Jobs after which a VM is retired (0: no limit).
+    #[serde(default)]
+    pub max_use_count: u32,
+    /// Stopped, already provisioned VMs kept at least, resumed on demand.
+    #[serde(default)]
+    pub stopped_count: u32,
+    /// Stopped VMs kept at most; 0 never stops VMs (clouds that bill stopped VMs).
+    /// Defaults to `max_instances`.
+    #[serde(default)]
+    pub stopped_max: Option<u32>,
+    /// How long a stopped VM above `stopped_count` is kept after its last job.
+    #[serde(default = "default_stopped_time", with = "duration_serde")]
+    pub stopped_time: Duration,
+    /// Keep enough stopped VMs for the highest demand seen in this hour and the next in the
+    /// same hours of the last four weeks (see docs/policy.md).
+    #[serde(default)]
+    pub forecast: bool,
+    /// Expected time from create to ready, until measured (see docs/policy.md).
+    #[serde(default = "default_boot_time", with = "duration_serde")]
+    pub boot_time: Duration,
+    /// Expected time from start to ready, until measured.
+    #[serde(default = "default_resume_time", with = "duration_serde")]
+    pub resume_time: Duration,
+    /// How the cloud bills running VMs.
+    #[serde(default)]
+    pub billing: BillingConfig,
+    /// Settings that override these on a schedule; the last matching entry wins.
+    #[serde(default)]
+    pub periods: Vec<PeriodConfig>,
+    /// The wait target; when set, the pool is learned from demand (docs/policy.md).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target: Option<Target>,
+    /// What capacity costs per VM-hour.
+    #[serde(default)]
+    pub prices: PricesConfig,
+}
+
+impl Default for PolicyConfig {
+    fn default() -> Self {
+        PolicyConfig {
+            min_instances: 0,
+            max_instances: default_max_instances(),
+            capacity_per_instance: 1,
+            idle_count: 0,
+            idle_time: default_idle_time(),
+            scale_factor: 0.0,
+            scale_factor_limit: 0,
+            max_growth_rate: 0,
+            max_use_count: 0,
+            stopped_count: 0,
+            stopped_max: None,
+            stopped_time: default_stopped_time(),
+            forecast: false,
+            boot_time: default_boot_time(),
+            resume_time: default_resume_time(),
+            billing: BillingConfig::default(),
+            periods: Vec::new(),
+            target: None,
+            prices: PricesConfig::default(),
+        }
+    }
+}
+
+/// The wait target (`policy.target`): `percentile` % of jobs wait at most `wait`.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Target {
+    /// The wait.
+    #[serde(with = "duration_serde")]
+    pub wait: Duration,
+    /// The share of jobs, in percent (50 to 99.9).
+    #[serde(default = "default_percentile")]
+    pub percentile: f64,
+}
+
+fn default_percentile() -> f64 {
+    95.0
+}
+
+/// What capacity costs per VM-hour as the stack states it (`policy.prices`).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PricesConfig {
+    /// A running VM (any unit; only ratios matter to the policy).
+    #[serde(default = "default_running_price")]
+    pub running: f64,
+    /// A stopped VM. Default: [`STOPPED_SHARE`] of `running` (an EC2 instance stopped
+    /// costs its volume only); on clouds that bill stopped VMs (Hetzner) the provider sets
+    /// it to `running`, and a stopped pool then saves nothing.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stopped: Option<f64>,
+}
+
+/// A stopped VM's price as a share of a running one's by default: a small EC2 instance's
+/// gp3 volume against its hourly price.
+pub const STOPPED_SHARE: f64 = 0.035;
+
+fn default_running_price() -> f64 {
+    1.0
+}
+
+impl Default for PricesConfig {
+    fn default() -> Self {
+        PricesConfig {
+            running: default_running_price(),
+            stopped: None,
+        }
+    }
+}
+
+impl PricesConfig {
+    /// The prices with the default filled in.
+    pub fn resolve(&self) -> Prices {
+        Prices {
+            running: self.running,
+            stopped: self.stopped.unwrap_or(self.running * STOPPED_SHARE),
+        }
+    }
+}
+
+/// What capacity costs per VM-hour.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Prices {
+    /// A running VM.
+    pub running: f64,
+    /// A stopped VM (its disk); equal to `running` where stopped VMs are billed.
+    pub stopped: f64,
+}
+
+/// What the pool level in force was learned from (for the plan's reasons).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LearnedPool {
+    /// The level, in job slots.
+    pub level: u32,
+    /// The largest demand in the record, in jobs.
+    pub largest: u32,
+    /// Days of demand the record covers.
+    pub days: u32,
+}
 
 /// How the cloud bills a running VM (`policy.billing`).
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
@@ -63,7 +232,7 @@ pub struct PeriodConfig {
     #[serde(default)]
     pub idle_count: Option<u32>,
     /// Overrides `policy.idle_time`.
-    #[serde(default, with = "opt_duration")]
+    #[serde(default, with = "opt_duration_serde")]
     pub idle_time: Option<Duration>,
     /// Overrides `policy.scale_factor`.
     #[serde(default)]
@@ -75,39 +244,26 @@ pub struct PeriodConfig {
     #[serde(default)]
     pub stopped_count: Option<u32>,
     /// Overrides `policy.stopped_time`.
-    #[serde(default, with = "opt_duration")]
+    #[serde(default, with = "opt_duration_serde")]
     pub stopped_time: Option<Duration>,
 }
 
-mod opt_duration {
-    use std::time::Duration;
-
-    use serde::{Deserialize, Deserializer, Serializer};
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
-        #[derive(Deserialize)]
-        struct W(#[serde(with = "crate::stack::duration_serde")] Duration);
-        Ok(Option::<W>::deserialize(d)?.map(|w| w.0))
-    }
-
-    pub fn serialize<S: Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
-        match d {
-            Some(d) => crate::stack::duration_serde::serialize(d, s),
-            None => s.serialize_none(),
-        }
-    }
+fn default_one() -> u32 {
+    1
 }
-
-pub(crate) fn default_idle_time() -> Duration {
+fn default_max_instances() -> u32 {
+    10
+}
+fn default_idle_time() -> Duration {
     Duration::from_secs(60)
 }
-pub(crate) fn default_stopped_time() -> Duration {
+fn default_stopped_time() -> Duration {
     Duration::from_secs(30 * 60)
 }
-pub(crate) fn default_boot_time() -> Duration {
+fn default_boot_time() -> Duration {
     Duration::from_secs(90)
 }
-pub(crate) fn default_resume_time() -> Duration {
+fn default_resume_time() -> Duration {
     Duration::from_secs(30)
 }
 fn default_billing_minimum() -> Duration {
@@ -180,11 +336,11 @@ pub struct Effective {
     /// Index of the `periods[]` entry in force, if any.
     pub period: Option<usize>,
     /// The wait target the pool is learned for (`policy.target`), if set.
-    pub target: Option<super::tune::Target>,
+    pub target: Option<Target>,
     /// What capacity costs.
-    pub prices: super::tune::Prices,
-    /// What was learned for this moment (set by [`super::tune::apply`]).
-    pub learned: Option<super::tune::Choice>,
+    pub prices: Prices,
+    /// What the pool was learned from, when `target` set the pool (`autoscale::tune`).
+    pub learned: Option<LearnedPool>,
 }
 
 /// The policy settings, checked and with their schedules compiled.
@@ -194,29 +350,27 @@ pub struct Settings {
     periods: Vec<Period>,
 }
 
-impl Effective {
-    /// With `forecast` on, these settings with the demand `forecast` expects at `now`.
-    pub fn with_forecast(mut self, forecast: &super::Forecast, now: DateTime<Utc>) -> Effective {
-        if self.forecast {
-            self.expected_peak = forecast.expected_peak(now);
-        }
-        self
-    }
-
-    /// These settings with `boot_time` and `resume_time` replaced by what was measured,
-    /// where enough was (see [`super::learn`]).
-    pub fn learn(mut self, timings: &super::Timings) -> Effective {
-        if let Some(l) = timings.learned(super::Phase::Boot) {
-            self.boot_time = l.time;
-        }
-        if let Some(l) = timings.learned(super::Phase::Resume) {
-            self.resume_time = l.time;
-        }
-        self
+impl Default for Settings {
+    /// The settings of an empty `policy:` section.
+    fn default() -> Settings {
+        Settings::from_config(&PolicyConfig::default())
+            .expect("the default policy settings are consistent")
     }
 }
 
 impl Settings {
+    /// The same settings without a stopped pool, for a cloud that cannot stop VMs (or
+    /// bills stopped ones): running spares only.
+    pub fn without_stopped_pool(&self) -> Settings {
+        let mut s = self.clone();
+        s.base.stopped_count = 0;
+        s.base.stopped_max = 0;
+        for p in &mut s.periods {
+            p.config.stopped_count = None;
+        }
+        s
+    }
+
     /// Checks and compiles the stack's `policy:` section.
     pub fn from_config(c: &PolicyConfig) -> Result<Settings, SettingsProblem> {
         let problem = |path: String, message: String, hint: &str| SettingsProblem {

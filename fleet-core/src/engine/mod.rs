@@ -7,12 +7,16 @@ use crate::apply::{ApplyOptions, Executor, Progress};
 use crate::ci::{Ci, Demand};
 use crate::cloud::{Cloud, CloudError, Observed, Scope};
 use crate::plan::{Operation, Plan};
-use crate::planner::{self, refresh_facts, Desired, PlanInput};
+use crate::planner::{self, Desired, PlanInput};
 use crate::policy::{Policy, PolicyInput};
 use crate::render::{RenderError, Renderer};
 use crate::spec::InstanceSpec;
-use crate::stack::LoadedStack;
-use crate::state::{State, StateBackend, StateError};
+use crate::stack::{LoadedStack, Settings};
+use crate::state::{facts, State, StateBackend, StateError};
+
+mod checks;
+
+pub use checks::check_plan;
 
 /// Errors before apply starts.
 #[derive(Debug, thiserror::Error)]
@@ -33,18 +37,27 @@ pub enum EngineError {
         /// The stack the state names.
         found: String,
     },
-    /// A template could not be read.
-    #[error("cannot read template {path}")]
-    Template {
-        /// The template file.
-        path: String,
-        /// The OS error.
-        #[source]
-        source: std::io::Error,
-    },
     /// The templates do not render, or what they render breaks a limit.
     #[error("cannot render the instance templates")]
     Render(#[from] RenderError),
+}
+
+/// Reads the state of stack `name` from `backend`, or starts a new one with `new_lineage`
+/// when there is none; a state that belongs to another stack is an error.
+pub async fn read_state(
+    backend: &dyn StateBackend,
+    name: &str,
+    new_lineage: impl FnOnce() -> String,
+) -> Result<State, EngineError> {
+    match backend.read().await? {
+        Some(s) if s.stack != name => Err(EngineError::WrongStack {
+            location: backend.location(),
+            stack: name.to_string(),
+            found: s.stack,
+        }),
+        Some(s) => Ok(s),
+        None => Ok(State::new(name.to_string(), new_lineage())),
+    }
 }
 
 /// The parts one fleet is run with.
@@ -67,16 +80,7 @@ impl Fleet<'_> {
         &self,
         new_lineage: impl FnOnce() -> String,
     ) -> Result<State, EngineError> {
-        let name = &self.stack.stack.name;
-        match self.backend.read().await? {
-            Some(s) if &s.stack != name => Err(EngineError::WrongStack {
-                location: self.backend.location(),
-                stack: name.clone(),
-                found: s.stack,
-            }),
-            Some(s) => Ok(s),
-            None => Ok(State::new(name.clone(), new_lineage())),
-        }
+        read_state(self.backend, &self.stack.stack.name, new_lineage).await
     }
 
     /// The scope cloud calls are made in.
@@ -150,22 +154,23 @@ impl Fleet<'_> {
 
     /// Hash of the template inputs that shape a VM (template files and stack-wide
     /// variables; see [`Renderer::template_hash`]), `None` without a user data template.
-    pub fn template_hash(&self) -> Result<Option<String>, EngineError> {
-        if self.stack.stack.templates.user_data.is_none() {
-            return Ok(None);
-        }
-        Ok(Renderer::from_stack(self.stack)?.template_hash())
+    pub fn template_hash(&self) -> Option<String> {
+        self.renderer().template_hash()
     }
 
     /// The instance spec the stack declares.
-    pub fn instance_spec(&self) -> Result<InstanceSpec, EngineError> {
+    pub fn instance_spec(&self) -> InstanceSpec {
         let s = &self.stack.stack;
-        Ok(InstanceSpec {
+        InstanceSpec {
             image: s.instance.image.clone(),
             instance_types: s.instance.types.clone(),
-            template_hash: self.template_hash()?,
+            template_hash: self.template_hash(),
             labels: s.instance.labels.clone(),
-        })
+        }
+    }
+
+    fn renderer(&self) -> Renderer {
+        Renderer::from_stack(self.stack)
     }
 
     /// The executor that applies this fleet's plans: its cloud, CI system, state backend
@@ -176,12 +181,10 @@ impl Fleet<'_> {
         options: ApplyOptions,
         progress: &'e dyn Progress,
         clock: &'e (dyn Fn() -> DateTime<Utc> + Sync),
-    ) -> Result<Executor<'e>, EngineError> {
-        let renderer = match self.stack.stack.templates.user_data {
-            Some(_) => Some(Renderer::from_stack(self.stack)?),
-            None => None,
-        };
-        Ok(Executor {
+    ) -> Executor<'e> {
+        let renderer = self.renderer();
+        let renderer = renderer.has_user_data().then_some(renderer);
+        Executor {
             cloud: self.cloud,
             ci: self.ci,
             renderer,
@@ -190,44 +193,17 @@ impl Fleet<'_> {
             options,
             progress,
             clock,
-        })
+        }
     }
 
-    /// What the fleet should be for `operation`, given `state` with the observed facts.
-    pub fn desired(
-        &self,
-        operation: Operation,
-        state: &State,
-        observed: &Observed,
-        now: DateTime<Utc>,
-    ) -> Result<Desired, EngineError> {
-        let spec = self.instance_spec()?;
-        if operation == Operation::Destroy {
-            return Ok(Desired::nothing(spec));
+    /// The policy settings this cloud can follow: without a stopped pool on a cloud that
+    /// cannot stop VMs (or bills stopped ones).
+    fn policy_settings(&self) -> std::borrow::Cow<'_, Settings> {
+        if self.cloud.can_stop() {
+            std::borrow::Cow::Borrowed(&self.stack.policy)
+        } else {
+            std::borrow::Cow::Owned(self.stack.policy.without_stopped_pool())
         }
-        let unknown = Demand::Unknown {
-            reason: "the CI system was not asked".into(),
-        };
-        // A cloud that cannot stop VMs (or bills stopped ones) gets running spares only.
-        let mut config = self.stack.stack.policy.clone();
-        if !self.cloud.can_stop() {
-            config.stopped_count = 0;
-            config.stopped_max = Some(0);
-            for p in &mut config.periods {
-                p.stopped_count = None;
-            }
-        }
-        let decision = self.policy.decide(&PolicyInput {
-            config: &config,
-            demand: observed.demand.as_ref().unwrap_or(&unknown),
-            state,
-            now,
-        });
-        Ok(Desired::from_stack(
-            &self.stack.stack,
-            spec.template_hash.clone(),
-            &decision,
-        ))
     }
 
     /// Plans `operation` from `state` and `observed`.
@@ -241,36 +217,43 @@ impl Fleet<'_> {
         // The policy and the planner see the recorded fleet with what was just observed
         // (lifecycles, runner job facts); apply records the same facts in its first write.
         let mut view = state.clone();
-        refresh_facts(&mut view, observed, now);
+        facts::refresh(&mut view, observed, now);
         let label = self.cloud.label();
-        // The policy decides on the fleet as it will be once settled: records of creates
-        // that never reached the cloud are gone, instances the cloud has and state lacks
-        // are in (the planner makes the same adopt and forget changes below).
-        let mut settled = view.clone();
-        let settle = planner::plan(&PlanInput {
-            stack: &self.stack.stack.name,
-            cloud: &label,
-            operation: Operation::Refresh,
-            state: &view,
-            observed,
-            desired: &Desired::nothing(self.instance_spec()?),
-            now,
-        });
-        for c in &settle.changes {
-            crate::apply::settle_record(c, &mut settled, now);
-        }
-        let desired = self.desired(operation, &settled, observed, now)?;
-        let plan = planner::plan(&PlanInput {
+        let renderer = self.renderer();
+        let spec = self.instance_spec();
+        let unknown = Demand::Unknown {
+            reason: "the CI system was not asked".into(),
+        };
+        let demand = observed.demand.as_ref().unwrap_or(&unknown);
+        let settings = self.policy_settings();
+        let stack_desired = match operation {
+            Operation::Destroy => Desired::nothing(spec),
+            _ => Desired::from_stack(&self.stack.stack, spec.template_hash.clone()),
+        };
+        let input = PlanInput {
             stack: &self.stack.stack.name,
             cloud: &label,
             operation,
             state: &view,
             observed,
-            desired: &desired,
+            desired: &stack_desired,
             now,
-        });
-        crate::render::check_plan(
-            self.stack,
+        };
+        let plan = match operation {
+            Operation::Destroy | Operation::Refresh => planner::plan(&input),
+            // The policy decides on the fleet as it will be once settled (see
+            // `planner::plan_deciding`).
+            _ => planner::plan_deciding(&input, &|settled| {
+                self.policy.decide(&PolicyInput {
+                    settings: &settings,
+                    demand,
+                    state: settled,
+                    now,
+                })
+            }),
+        };
+        check_plan(
+            &renderer,
             &plan,
             self.cloud.user_data_limit(),
             self.cloud.name(),
