@@ -97,3 +97,13 @@ async fn the_azure_stack_builds_a_command_cloud_on_its_example_scripts() {
         assert!(p.is_file(), "{} is missing", p.display());
     }
 }
+
+#[test]
+fn hetzner_prices_a_stopped_server_as_a_running_one_unless_the_stack_says_otherwise() {
+    let p = load("hetzner.yaml", &[]).stack.policy.prices;
+    assert_eq!(p.stopped, Some(p.running));
+    let set = load("hetzner.yaml", &["policy.prices.stopped=0.001"]);
+    assert_eq!(set.stack.policy.prices.stopped, Some(0.001));
+    // Elsewhere the stopped price is left to its default share of the running one.
+    assert_eq!(load("aws.yaml", &[]).stack.policy.prices.stopped, None);
+}
