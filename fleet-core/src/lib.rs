@@ -21,7 +21,8 @@
 //! * [`stack`]: the stack file (what the user declared): YAML model, loader, `--set`, and
 //!   sections compiled once at load (the `policy:` settings with their schedules, the
 //!   template texts). A new stack setting goes here, with its check in `stack/load.rs`.
-//! * [`autoscale`]: the demand policy's pure decision, boot-time learning and forecast.
+//! * [`autoscale`]: the demand policy's pure decision, boot-time learning, forecast, and
+//!   the demand record and pool learning behind `policy.target`.
 //! * [`simulate`]: replays CI job traces through the policy and GitLab's autoscalers.
 //! * [`state`]: what the last apply recorded, behind [`state::StateBackend`], and
 //!   [`state::facts`], the one place where observations become state.

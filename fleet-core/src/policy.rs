@@ -107,6 +107,7 @@ impl Policy for DemandPolicy {
             .at(input.now)
             .learn(&input.state.timings)
             .with_forecast(&input.state.forecast, input.now);
+        let (e, learned) = autoscale::tune::effective(e, &input.state.demand, input.now);
         let (names, views) = fleet_view(input.state);
         let s = autoscale::decide(&e, input.demand, &views, input.now);
         let actions: Vec<PlannedAction> = s
@@ -140,6 +141,9 @@ impl Policy for DemandPolicy {
             if *h != Why::DemandUnknown {
                 reason.push_str(&format!("; held: {h}"));
             }
+        }
+        if let Some(l) = learned {
+            reason.push_str(&format!("; {l}"));
         }
         reason.push_str(&timings_note(&input.state.timings, e.stopped_max > 0));
         Decision {
@@ -314,9 +318,8 @@ mod tests {
             max_instances: 50,
             ..PolicyConfig::default()
         };
-        // A week later, quiet: with the forecast on, the pool is filled for 12 slots: one
-        // VM runs, so 11 stopped VMs are wanted, the idle one will be parked (1 there),
-        // ten are made. Off, nothing is made.
+        // A week later, quiet: with the forecast on, the pool is filled for 12 slots: the
+        // idle VM will be parked (1 there), eleven are made. Off, nothing is made.
         let d = decide_at(&state, &config(true), week - 1800);
         let pool: Vec<_> = d
             .actions
@@ -330,9 +333,9 @@ mod tests {
         assert_eq!(
             pool,
             vec![(
-                10,
+                11,
                 Why::PoolRefill {
-                    want: 11,
+                    want: 12,
                     have: 1,
                     expected: 12
                 }
@@ -343,6 +346,75 @@ mod tests {
             .iter()
             .flatten()
             .all(|a| !matches!(a, PlannedAction::Create { .. })));
+    }
+
+    #[test]
+    fn with_a_target_up_learns_the_pool_from_the_recorded_demand_and_says_so() {
+        use crate::stack::Target;
+        let config = PolicyConfig {
+            max_instances: 50,
+            target: Some(Target {
+                wait: std::time::Duration::from_secs(60),
+                percentile: 95.0,
+            }),
+            ..PolicyConfig::default()
+        };
+        // Cold: the conservative start, said so.
+        let mut state = one_vm(Some(80));
+        let d = decide_at(&state, &config, 100);
+        assert!(d.reason.contains("learning the pool"), "{}", d.reason);
+        // Four days of pipelines of 12 jobs every two hours, recorded as up records them.
+        for k in 0..48 {
+            let at = k * 7200;
+            for (pending, running) in [(12, 0), (0, 12), (0, 0)] {
+                let observed = crate::cloud::Observed {
+                    demand: Some(Demand::Known { pending, running }),
+                    ..Default::default()
+                };
+                let t0 = at
+                    + if running > 0 {
+                        30
+                    } else if pending > 0 {
+                        0
+                    } else {
+                        600
+                    };
+                crate::state::facts::refresh(&mut state, &observed, t(t0));
+            }
+        }
+        let d = decide_at(&state, &config, 4 * 86_400 + 100);
+        assert!(d.reason.contains("pool learned from"), "{}", d.reason);
+        // The pool is made for the learned level (the idle VM is counted in it), and the
+        // reason says what was learned.
+        let made: Vec<(u32, Why)> = d
+            .actions
+            .iter()
+            .flatten()
+            .filter_map(|a| match a {
+                PlannedAction::Create { count, why } => Some((*count, *why)),
+                _ => None,
+            })
+            .collect();
+        let [(count, why)] = made[..] else {
+            panic!("{d:?}")
+        };
+        let Why::PoolLearned {
+            want,
+            have,
+            level,
+            largest,
+            ..
+        } = why
+        else {
+            panic!("{why:?}")
+        };
+        assert_eq!((want, have, largest), (level, 1, 12));
+        assert!(level >= 4 && count == want - have, "{why:?}");
+        assert!(
+            why.to_string()
+                .starts_with(&format!("pool {want}: the level learned")),
+            "{why}"
+        );
     }
 
     #[test]

@@ -679,3 +679,33 @@ fn a_loopback_gitlab_url_is_refused_where_vms_boot() {
     );
     assert!(err(&split.replace("http://10.0.2.2", "10.0.2.2")).contains("instance_gitlab_url"));
 }
+
+#[test]
+fn a_wait_target_and_prices_load_and_bad_ones_are_located() {
+    let text =
+        format!("{BASE}  target: {{wait: 45s, percentile: 99}}\n  prices: {{running: 0.02}}\n");
+    let l = load(&text).unwrap();
+    let t = l.stack.policy.target.unwrap();
+    assert_eq!((t.wait.as_secs(), t.percentile), (45, 99.0));
+    // The stopped price defaults to an EC2 volume's share of the running price.
+    let s = fleet_core::stack::Settings::from_config(&l.stack.policy).unwrap();
+    assert!((s.base().prices.stopped - 0.02 * 0.035).abs() < 1e-12);
+    // The percentile defaults to 95.
+    let l = load(&format!("{BASE}  target: {{wait: 1m}}\n")).unwrap();
+    assert_eq!(l.stack.policy.target.unwrap().percentile, 95.0);
+    let e = err(&format!("{BASE}  target: {{wait: 45s, percentile: 100}}\n"));
+    assert!(
+        e.starts_with("percentile 100 is not between 50 and 99.9 at stacks/x.yaml:13:"),
+        "{e}"
+    );
+    let e = err(&format!("{BASE}  prices: {{running: -1}}\n"));
+    assert!(
+        e.starts_with("running price -1 is not a number above 0 at stacks/x.yaml:13:"),
+        "{e}"
+    );
+    let e = err(&format!("{BASE}  target: {{wait: 0s}}\n"));
+    assert!(
+        e.starts_with("target wait is zero at stacks/x.yaml:13:"),
+        "{e}"
+    );
+}

@@ -44,11 +44,23 @@ pub fn load_stack(
 /// Fills in settings whose right default depends on the provider, where the stack leaves
 /// them out: Hetzner bills each started hour, so `policy.billing.per` defaults to `hour`
 /// there, and the policy keeps an idle server until shortly before its next paid hour.
+/// Hetzner also bills a stopped server in full, so `policy.prices.stopped` defaults to the
+/// running price there (a stopped pool saves nothing).
 /// The policy settings are compiled again afterwards, so the policy decides with them.
 pub fn provider_defaults(loaded: &mut LoadedStack) -> Result<(), StackError> {
-    if loaded.stack.provider.kind == "hetzner" && !loaded.declares("policy.billing.per") {
-        loaded.stack.policy.billing.per = BillingUnit::Hour;
-        loaded.compile_policy()?;
+    if loaded.stack.provider.kind == "hetzner" {
+        let mut changed = false;
+        if !loaded.declares("policy.billing.per") {
+            loaded.stack.policy.billing.per = BillingUnit::Hour;
+            changed = true;
+        }
+        if !loaded.declares("policy.prices.stopped") {
+            loaded.stack.policy.prices.stopped = Some(loaded.stack.policy.prices.running);
+            changed = true;
+        }
+        if changed {
+            loaded.compile_policy()?;
+        }
     }
     Ok(())
 }

@@ -169,3 +169,13 @@ async fn spot_from_an_instant_fleet_cannot_be_stopped_so_the_aws_cloud_says_it_c
         "one-time spot instances from CreateFleet cannot be stopped"
     );
 }
+
+#[test]
+fn hetzner_prices_a_stopped_server_as_a_running_one_unless_the_stack_says_otherwise() {
+    let p = load("hetzner.yaml", &[]).stack.policy.prices;
+    assert_eq!(p.stopped, Some(p.running));
+    let set = load("hetzner.yaml", &["policy.prices.stopped=0.001"]);
+    assert_eq!(set.stack.policy.prices.stopped, Some(0.001));
+    // Elsewhere the stopped price is left to its default share of the running one.
+    assert_eq!(load("aws.yaml", &[]).stack.policy.prices.stopped, None);
+}

@@ -8,15 +8,17 @@
 mod decide;
 pub mod forecast;
 pub mod learn;
+pub mod record;
 #[cfg(test)]
 mod tests;
+pub mod tune;
 
 use std::fmt;
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-pub use decide::decide;
+pub use decide::{decide, Grow, Pool, Steps, Stock};
 pub use forecast::Forecast;
 pub use learn::{Phase, Timings};
 
@@ -95,6 +97,20 @@ pub enum Why {
         /// next.
         #[serde(default, skip_serializing_if = "is_zero")]
         expected: u32,
+    },
+    /// Fewer VMs in the pool than the level learned from the demand record asks for now
+    /// (`policy.target`).
+    PoolLearned {
+        /// Stopped VMs wanted (when every VM is back).
+        want: u32,
+        /// VMs that are or will be in the pool.
+        have: u32,
+        /// The learned level now, in job slots.
+        level: u32,
+        /// The largest demand in the record, in jobs.
+        largest: u32,
+        /// Days of demand the record covers.
+        days: u32,
     },
     /// Idle longer than `idle_time`, and the stopped pool has room.
     IdleStop {
@@ -188,6 +204,16 @@ impl fmt::Display for Why {
                     "stopped pool below {want} for the {expected} jobs at once seen this hour or the next in recent weeks (forecast; {have} there or on their way)"
                 )
             }
+            Why::PoolLearned {
+                want,
+                have,
+                level,
+                largest,
+                days,
+            } => write!(
+                f,
+                "pool {want}: the level learned for this hour is {level} job slots (at most {largest} jobs at once in the last {days} days; {have} there or on their way)"
+            ),
             Why::IdleStop { idle_s } => {
                 write!(f, "idle {idle_s}s > idle_time; stopped pool has room")
             }
@@ -268,6 +294,8 @@ pub struct Scaling {
     pub total_after: u32,
     /// Whether stops and retires were allowed (demand known).
     pub may_scale_in: bool,
+    /// What each step of the decision found.
+    pub steps: decide::Steps,
 }
 
 impl Scaling {

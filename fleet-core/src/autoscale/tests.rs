@@ -214,9 +214,10 @@ fn the_forecast_grows_the_pool_ahead_of_a_surge_and_keeps_it_through_it() {
     assert_eq!(e.expected_peak, 12);
     let fleet = [vm(VmState::Busy, -60, 1), vm(VmState::Stopped, -7200, 1)];
     let s = decide(&e, &known(0, 1), &fleet, now);
+    // Twelve VMs wanted in all; the busy one will come back to the pool.
     let why = Why::PoolRefill {
-        want: 11,
-        have: 1,
+        want: 12,
+        have: 2,
         expected: 12,
     };
     assert_eq!(s.actions, vec![FleetAction::Create { count: 10, why }]);
@@ -242,6 +243,49 @@ fn the_forecast_grows_the_pool_ahead_of_a_surge_and_keeps_it_through_it() {
         decide(&off, &known(0, 1), &two_stopped, now).actions[..],
         [FleetAction::Retire { vm: 2, .. }]
     ));
+}
+
+#[test]
+fn each_step_reports_what_it_found() {
+    let e = eff(|c| c.stopped_count = 4);
+    // Six jobs wait; one VM boots, one is stopped, one is busy.
+    let fleet = [
+        vm(VmState::Booting, -10, 0),
+        vm(VmState::Stopped, -100, 3),
+        vm(VmState::Busy, -50, 3),
+    ];
+    let s = decide(&e, &known(6, 1), &fleet, t(0));
+    assert_eq!(
+        s.steps.stock,
+        Stock {
+            free_slots: 0,
+            incoming_slots: 1,
+            on_the_way: 1,
+            late: 0,
+            running: 2,
+            pending: 6,
+            in_use: 1,
+        }
+    );
+    assert_eq!(
+        s.steps.grow,
+        Grow {
+            queue_short: 5,
+            spare_want: 0,
+            started: 1,
+            created: 4,
+        }
+    );
+    // The queue is short: the pool waits (its seven VMs will come back to it anyway).
+    assert_eq!(
+        s.steps.pool,
+        Pool {
+            want: 4,
+            have: 7,
+            created: 0
+        }
+    );
+    assert_eq!((s.steps.stopped, s.steps.retired, s.total_after), (0, 0, 7));
 }
 
 #[test]
@@ -385,6 +429,29 @@ fn config_strategy() -> impl Strategy<Value = PolicyConfig> {
         )
 }
 
+/// Anything the learner may conclude: a cold start, or any level, retention and tier.
+fn learned_strategy() -> impl Strategy<Value = Option<tune::Learned>> {
+    prop_oneof![
+        Just(None),
+        Just(Some(tune::Learned::Cold { covers_s: 100 })),
+        (0u32..120, 0u32..200, 1u64..48, any::<bool>()).prop_map(
+            |(floor, level, keep, running)| {
+                Some(tune::Learned::Tuned(tune::Choice {
+                    floor,
+                    keep: Duration::from_secs(keep * 600),
+                    profile: tune::Profile::Daily,
+                    running,
+                    level: level.max(floor),
+                    missed: 0.01,
+                    jobs: 100,
+                    largest: level,
+                    days: 3.0,
+                }))
+            }
+        ),
+    ]
+}
+
 proptest! {
     #[test]
     fn the_policy_keeps_its_invariants(
@@ -395,10 +462,15 @@ proptest! {
         known_demand in any::<bool>(),
         at in 0i64..7200,
         expected_peak in prop_oneof![Just(0u32), 0u32..120],
+        learned in learned_strategy(),
     ) {
-        // Forecast on or off, with any expected demand; any time for late boots.
+        // Forecast on or off, with any expected demand; any time for late boots; and
+        // whatever the target's learning concluded.
         let mut e = Settings::from_config(&config).unwrap().base().clone();
         e.expected_peak = expected_peak;
+        if let Some(l) = learned {
+            e = tune::apply(e, &l);
+        }
         let demand = if known_demand {
             Demand::Known { pending, running }
         } else {

@@ -14,6 +14,7 @@ mod world;
 
 use serde::{Deserialize, Serialize};
 
+use crate::autoscale::record::DemandRecord;
 use crate::stack::Settings;
 
 pub use baselines::{DockerMachine, Taskscaler};
@@ -164,6 +165,44 @@ pub fn run(
         PolicySpec::Taskscaler(t) => world::run(trace, model, *t, timeline),
         PolicySpec::Fixed(n) => world::run(trace, model, world::Fixed(*n), timeline),
     }
+}
+
+/// Replays `trace` under our policy with `settings`, its demand record seeded with
+/// `history` (see [`history_record`]) as if the fleet had seen it before.
+pub fn run_fleet(
+    trace: &Trace,
+    model: &Model,
+    settings: &Settings,
+    history: DemandRecord,
+    timeline: Option<&mut Timeline>,
+) -> Metrics {
+    let driver = world::FleetDriver::new(settings).with_record(history);
+    world::run(trace, model, driver, timeline)
+}
+
+/// The demand record a fleet would have written over `trace` had every job started when
+/// queued: what a GitLab's finished-job history shows, to seed the policy with.
+pub fn history_record(trace: &Trace) -> DemandRecord {
+    let mut ev: Vec<(i64, i32)> = Vec::with_capacity(trace.jobs.len() * 2);
+    for j in &trace.jobs {
+        ev.push((j.queued_at, 1));
+        ev.push((j.queued_at + i64::from(j.duration_s), -1));
+    }
+    // Ends before arrivals at the same second: a VM freed takes the next job.
+    ev.sort_unstable();
+    let mut r = DemandRecord::default();
+    let mut running = 0i64;
+    let mut i = 0;
+    while i < ev.len() {
+        let t = ev[i].0;
+        while i < ev.len() && ev[i].0 == t {
+            running += i64::from(ev[i].1);
+            i += 1;
+        }
+        let at = chrono::DateTime::from_timestamp(t, 0).unwrap_or_default();
+        r.observe(at, 0, running.max(0) as u32);
+    }
+    r
 }
 
 /// Nearest-rank percentile of sorted `v`.

@@ -61,7 +61,9 @@ pub fn grid(name: &str, config: &PolicyConfig, model: &Model, trace: &Trace) -> 
                     for stopped_count in STOPPED_COUNTS {
                         for stopped_time in STOPPED_TIMES_S {
                             for forecast in [false, true] {
+                                // Fixed settings: the hindsight grid has no target.
                                 let mut c = config.clone();
+                                c.target = None;
                                 c.idle_count = idle_count;
                                 c.idle_time = std::time::Duration::from_secs(idle_time);
                                 c.stopped_count = stopped_count.min(c.max_instances);

@@ -23,6 +23,29 @@ pub struct Trace {
     pub jobs: Vec<Job>,
 }
 
+impl Trace {
+    /// The jobs queued before `t` and those queued from `t` on.
+    pub fn split_at(&self, t: i64) -> (Trace, Trace) {
+        let k = self.jobs.partition_point(|j| j.queued_at < t);
+        (
+            Trace {
+                jobs: self.jobs[..k].to_vec(),
+            },
+            Trace {
+                jobs: self.jobs[k..].to_vec(),
+            },
+        )
+    }
+
+    /// The middle of the trace's span.
+    pub fn middle(&self) -> i64 {
+        match (self.jobs.first(), self.jobs.last()) {
+            (Some(a), Some(b)) => a.queued_at + (b.queued_at - a.queued_at) / 2,
+            _ => 0,
+        }
+    }
+}
+
 const HEADER: [&str; 4] = ["queued_at", "duration_s", "project", "pipeline"];
 
 impl Trace {

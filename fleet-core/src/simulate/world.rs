@@ -7,7 +7,8 @@ use std::collections::{BinaryHeap, VecDeque};
 use chrono::{DateTime, Utc};
 
 use super::{percentile, Metrics, Model, Trace};
-use crate::autoscale::{self, FleetAction, Forecast, Phase, Timings, VmState, VmView};
+use crate::autoscale::record::DemandRecord;
+use crate::autoscale::{self, tune, FleetAction, Forecast, Phase, Timings, VmState, VmView};
 use crate::ci::Demand;
 use crate::stack::Effective;
 use crate::stack::Settings;
@@ -391,6 +392,11 @@ pub(crate) struct FleetDriver<'a> {
     seen: Vec<VmState>,
     /// Demand by hour of the week, recorded as `up` records it.
     forecast: Forecast,
+    /// The demand record (`policy.target`), written as `up` writes it: from the demand
+    /// the policy is shown, at each decision.
+    record: DemandRecord,
+    /// What was learned from it, per hour (see [`tune::Cache`]).
+    learned: tune::Cache,
 }
 
 impl<'a> FleetDriver<'a> {
@@ -403,7 +409,16 @@ impl<'a> FleetDriver<'a> {
             timings: Timings::default(),
             seen: Vec::new(),
             forecast: Forecast::default(),
+            record: DemandRecord::default(),
+            learned: tune::Cache::default(),
         }
+    }
+
+    /// Starts from a demand record (history seeded before the replay, as `up` would find
+    /// one in state).
+    pub fn with_record(mut self, record: DemandRecord) -> Self {
+        self.record = record;
+        self
     }
 
     /// Records the boots and resumes that ended since the last decision. Returns whether
@@ -438,13 +453,21 @@ fn at(t: i64) -> DateTime<Utc> {
 impl Driver for FleetDriver<'_> {
     fn setup(&mut self, first_arrival: i64, model: &Model, _out: &mut Vec<Act>) -> i64 {
         self.tick_s = i64::from(model.fleet_tick_s.max(1));
-        first_arrival
+        if self.record.is_empty() {
+            first_arrival
+        } else {
+            // With history, the fleet was running before the replay starts (the daemon
+            // with a seeded record): it decides from two hours ahead of the first job, as
+            // its timer would, so the learned pool is there when the jobs come.
+            first_arrival - 7200
+        }
     }
 
     fn decide(&mut self, w: &World, now: i64, _event: bool, out: &mut Vec<Act>) {
         let measured = self.measure(w);
         let (pending, running) = (w.queue.len() as u32, w.busy_slots());
         self.forecast.observe(at(now), pending + running);
+        self.record.observe(at(now), pending, running);
         let minute = now.div_euclid(60);
         let e = match &mut self.cached {
             Some((m, e)) if *m == minute || !self.settings.has_periods() => {
@@ -458,7 +481,11 @@ impl Driver for FleetDriver<'_> {
                 &self.cached.as_ref().expect("just set").1
             }
         };
-        let e = &e.clone().with_forecast(&self.forecast, at(now));
+        let mut e = e.clone().with_forecast(&self.forecast, at(now));
+        if let Some(l) = self.learned.learned(&e, &self.record, at(now)) {
+            e = tune::apply(e, &l);
+        }
+        let e = &e;
         self.views.clear();
         for &i in &w.alive {
             let v = &w.vms[i];
@@ -490,7 +517,8 @@ impl Driver for FleetDriver<'_> {
         // Nothing ages while the fleet is empty and nothing waits; only the forecast
         // changes, at the hour.
         if w.alive.is_empty() && w.queue.is_empty() {
-            return if self.settings.base().forecast {
+            let base = self.settings.base();
+            return if base.forecast || base.target.is_some() {
                 (now.div_euclid(3600) + 1) * 3600
             } else {
                 i64::MAX

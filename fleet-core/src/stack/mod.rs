@@ -33,7 +33,8 @@ pub use error::{StackError, StackErrorKind};
 pub use load::{load, load_str, EnvLookup};
 pub use overrides::Override;
 pub use policy::{
-    BillingConfig, BillingUnit, Effective, PeriodConfig, PolicyConfig, Settings, SettingsProblem,
+    BillingConfig, BillingUnit, Effective, LearnedPool, PeriodConfig, PolicyConfig, Prices,
+    PricesConfig, Settings, SettingsProblem, Target, STOPPED_SHARE,
 };
 pub use source_map::{Location, SourceMap};
 pub use templates::{TemplateText, Templates};

@@ -67,6 +67,12 @@ pub struct PolicyConfig {
     /// Settings that override these on a schedule; the last matching entry wins.
     #[serde(default)]
     pub periods: Vec<PeriodConfig>,
+    /// The wait target; when set, the pool is learned from demand (docs/policy.md).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target: Option<Target>,
+    /// What capacity costs per VM-hour.
+    #[serde(default)]
+    pub prices: PricesConfig,
 }
 
 impl Default for PolicyConfig {
@@ -89,8 +95,87 @@ impl Default for PolicyConfig {
             resume_time: default_resume_time(),
             billing: BillingConfig::default(),
             periods: Vec::new(),
+            target: None,
+            prices: PricesConfig::default(),
         }
     }
+}
+
+/// The wait target (`policy.target`): `percentile` % of jobs wait at most `wait`.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Target {
+    /// The wait.
+    #[serde(with = "duration_serde")]
+    pub wait: Duration,
+    /// The share of jobs, in percent (50 to 99.9).
+    #[serde(default = "default_percentile")]
+    pub percentile: f64,
+}
+
+fn default_percentile() -> f64 {
+    95.0
+}
+
+/// What capacity costs per VM-hour as the stack states it (`policy.prices`).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PricesConfig {
+    /// A running VM (any unit; only ratios matter to the policy).
+    #[serde(default = "default_running_price")]
+    pub running: f64,
+    /// A stopped VM. Default: [`STOPPED_SHARE`] of `running` (an EC2 instance stopped
+    /// costs its volume only); on clouds that bill stopped VMs (Hetzner) the provider sets
+    /// it to `running`, and a stopped pool then saves nothing.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stopped: Option<f64>,
+}
+
+/// A stopped VM's price as a share of a running one's by default: a small EC2 instance's
+/// gp3 volume against its hourly price.
+pub const STOPPED_SHARE: f64 = 0.035;
+
+fn default_running_price() -> f64 {
+    1.0
+}
+
+impl Default for PricesConfig {
+    fn default() -> Self {
+        PricesConfig {
+            running: default_running_price(),
+            stopped: None,
+        }
+    }
+}
+
+impl PricesConfig {
+    /// The prices with the default filled in.
+    pub fn resolve(&self) -> Prices {
+        Prices {
+            running: self.running,
+            stopped: self.stopped.unwrap_or(self.running * STOPPED_SHARE),
+        }
+    }
+}
+
+/// What capacity costs per VM-hour.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Prices {
+    /// A running VM.
+    pub running: f64,
+    /// A stopped VM (its disk); equal to `running` where stopped VMs are billed.
+    pub stopped: f64,
+}
+
+/// What the pool level in force was learned from (for the plan's reasons).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LearnedPool {
+    /// The level, in job slots.
+    pub level: u32,
+    /// The largest demand in the record, in jobs.
+    pub largest: u32,
+    /// Days of demand the record covers.
+    pub days: u32,
 }
 
 /// How the cloud bills a running VM (`policy.billing`).
@@ -250,6 +335,12 @@ pub struct Effective {
     pub billing: BillingConfig,
     /// Index of the `periods[]` entry in force, if any.
     pub period: Option<usize>,
+    /// The wait target the pool is learned for (`policy.target`), if set.
+    pub target: Option<Target>,
+    /// What capacity costs.
+    pub prices: Prices,
+    /// What the pool was learned from, when `target` set the pool (`autoscale::tune`).
+    pub learned: Option<LearnedPool>,
 }
 
 /// The policy settings, checked and with their schedules compiled.
@@ -324,6 +415,37 @@ impl Settings {
                 "policy.billing.margin".into(),
                 "billing.margin is an hour or more".into(),
                 "use a few minutes, like 3m",
+            ));
+        }
+        if let Some(t) = c.target {
+            if t.wait.is_zero() {
+                return Err(problem(
+                    "policy.target.wait".into(),
+                    "target wait is zero".into(),
+                    "state the wait you accept, like 60s",
+                ));
+            }
+            if !(t.percentile.is_finite() && (50.0..=99.9).contains(&t.percentile)) {
+                return Err(problem(
+                    "policy.target.percentile".into(),
+                    format!("percentile {} is not between 50 and 99.9", t.percentile),
+                    "use 95 for the 95th percentile",
+                ));
+            }
+        }
+        let price_ok = |p: f64| p.is_finite() && p >= 0.0;
+        if !(price_ok(c.prices.running) && c.prices.running > 0.0) {
+            return Err(problem(
+                "policy.prices.running".into(),
+                format!("running price {} is not a number above 0", c.prices.running),
+                "give the price of a running VM-hour, like 0.0104",
+            ));
+        }
+        if let Some(p) = c.prices.stopped.filter(|&p| !price_ok(p)) {
+            return Err(problem(
+                "policy.prices.stopped".into(),
+                format!("stopped price {p} is not a number of 0 or more"),
+                "give the price of a stopped VM-hour (its disk), or leave it out",
             ));
         }
         let mut periods = Vec::with_capacity(c.periods.len());
@@ -402,6 +524,9 @@ impl Settings {
                 resume_time: c.resume_time,
                 billing: c.billing,
                 period: None,
+                target: c.target,
+                prices: c.prices.resolve(),
+                learned: None,
             },
             periods,
         })

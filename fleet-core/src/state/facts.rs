@@ -47,6 +47,7 @@ pub fn refresh(state: &mut State, observed: &Observed, now: DateTime<Utc>) -> bo
     changed |= measure(state, observed, now);
     if let Some(Demand::Known { pending, running }) = &observed.demand {
         changed |= state.forecast.observe(now, pending + running);
+        changed |= state.demand.observe(now, *pending, *running);
     }
     changed
 }

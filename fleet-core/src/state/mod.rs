@@ -16,6 +16,7 @@ use std::collections::BTreeMap;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
+use crate::autoscale::record::DemandRecord;
 use crate::autoscale::{Forecast, Phase, Timings};
 use crate::cloud::{Lifecycle, ObservedInstance};
 
@@ -48,6 +49,9 @@ pub struct State {
     /// The highest demand seen in each hour of the last weeks (`policy.forecast`).
     #[serde(default, skip_serializing_if = "Forecast::is_empty")]
     pub forecast: Forecast,
+    /// Recent demand, by ten-minute slot (`policy.target` learns the pool from it).
+    #[serde(default, skip_serializing_if = "DemandRecord::is_empty")]
+    pub demand: DemandRecord,
 }
 
 impl State {
@@ -63,6 +67,7 @@ impl State {
             resources: BTreeMap::new(),
             timings: Timings::default(),
             forecast: Forecast::default(),
+            demand: DemandRecord::default(),
         }
     }
 
