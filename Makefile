@@ -38,16 +38,21 @@ destroy:
 refresh:
 	$(FLEET) refresh --stack $(STACK) $(ARGS)
 
-# Installs cloud-init and systemd-analyze (apt-get, as root) and the test tools (moto,
+# Installs cloud-init, systemd-analyze and libvirt with QEMU (apt-get, as root; libvirtd is
+# started) and the test tools (moto,
 # ansible-core, ansible-lint) into .venv, starts moto_server on a free port of
 # 127.0.0.1 for the AWS tests, and stops it afterwards.
 test:
 	scripts/ensure-cloud-init
 	scripts/ensure-systemd-analyze
+	scripts/ensure-libvirt
 	scripts/with-moto $(CARGO) test --workspace --locked
 	$(CARGO) run --quiet -p fleet-core --example embed --features testing
 
+# scripts/ensure-libvirt: fleet-providers links libvirt (libvirt-dev), and the libvirt
+# tests talk to a running libvirtd.
 lint:
+	scripts/ensure-libvirt
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets --locked -- -D warnings
 
