@@ -38,20 +38,25 @@ destroy:
 refresh:
 	$(FLEET) refresh --stack $(STACK) $(ARGS)
 
-# Installs cloud-init and systemd-analyze (apt-get, as root) and the test tools (moto,
+# Installs cloud-init, systemd-analyze and libvirt with QEMU (apt-get, as root; libvirtd is
+# started) and the test tools (moto,
 # ansible-core, ansible-lint) into .venv, starts moto_server on a free port of
 # 127.0.0.1 for the AWS tests (with the instance profile stacks/aws.yaml names), and stops
 # it afterwards.
 test:
 	scripts/ensure-cloud-init
 	scripts/ensure-systemd-analyze
+	scripts/ensure-libvirt
 	scripts/with-moto $(CARGO) test --workspace --locked
 	$(CARGO) run --quiet -p fleet-core --example embed --features testing
 
 # fleet-core reads no clock: its clippy.toml forbids Utc::now, SystemTime::now and
 # Instant::now, and checked alone (no other crate's features unified in) chrono has no
 # clock there, so a wall-clock call fails to build.
+# scripts/ensure-libvirt: fleet-providers links libvirt (libvirt-dev), and the libvirt
+# tests talk to a running libvirtd.
 lint:
+	scripts/ensure-libvirt
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets --locked -- -D warnings
 	$(CARGO) check -p fleet-core --lib --locked

@@ -11,6 +11,7 @@ pub mod aws;
 pub mod command;
 pub mod gitlab;
 pub mod hetzner;
+pub mod libvirt;
 mod one_by_one;
 mod rate_limit;
 pub mod sandbox;
@@ -25,7 +26,7 @@ use fleet_core::stack::{EnvLookup, LoadedStack, Override, StackError};
 use fleet_core::state::{LocalBackend, StateBackend};
 
 /// Provider kinds this build knows.
-pub const PROVIDERS: &[&str] = &["sandbox", "aws", "hetzner", "command"];
+pub const PROVIDERS: &[&str] = &["sandbox", "aws", "hetzner", "command", "libvirt"];
 
 /// State backends this build knows.
 pub const BACKENDS: &[&str] = &["local", "s3"];
@@ -116,6 +117,7 @@ async fn build_cloud(
         )),
         "hetzner" => Ok(Box::new(hetzner::HetznerCloud::from_stack(loaded)?)),
         "command" => Ok(Box::new(command::CommandCloud::from_stack(loaded)?)),
+        "libvirt" => Ok(Box::new(libvirt::LibvirtCloud::from_stack(loaded)?)),
         other => Err(unknown(
             loaded,
             "provider.kind",
