@@ -8,9 +8,9 @@ use std::collections::BTreeMap;
 use std::process::Command;
 
 use fleet_core::apply::object_tags;
+use fleet_core::cloud::Lifecycle;
 use fleet_core::cloud::{Cloud, CreateInstance, Scope};
 use fleet_core::spec::InstanceSpec;
-use fleet_core::cloud::Lifecycle;
 use fleet_core::testing::{cloud_conformance, cloud_refusal_conformance};
 use fleet_providers::libvirt::{LibvirtCloud, LibvirtSettings};
 

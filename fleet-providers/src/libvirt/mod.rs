@@ -26,13 +26,13 @@ use virt::storage_pool::StoragePool;
 use virt::storage_vol::StorageVol;
 use virt::stream::Stream;
 
+use fleet_core::cloud::Lifecycle;
 use fleet_core::cloud::{
     Cloud, CloudError, CreateInstance, CreateOutcome, DeleteOutcome, Observed, ObservedInstance,
     PowerOutcome, Scope,
 };
 use fleet_core::naming::tags;
 use fleet_core::stack::{duration_serde, LoadedStack, StackError};
-use fleet_core::cloud::Lifecycle;
 
 /// The provider's name.
 pub const PROVIDER: &str = "libvirt";
