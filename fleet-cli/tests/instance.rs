@@ -445,30 +445,7 @@ fn runner_config_of_every_example_stack_is_valid_toml() {
             .with_token(Secret::new("glrt-test-token"))
             .runner_config("vm-0001", Secrets::Shown)
             .unwrap();
-        let mut child = Command::new("python3")
-            .args([
-                "-c",
-                "import json, sys, tomllib; print(json.dumps(tomllib.loads(sys.stdin.read())))",
-            ])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("python3 is missing: install python3 (3.11 or newer, for tomllib)");
-        use std::io::Write as _;
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(config.as_bytes())
-            .unwrap();
-        let o = child.wait_with_output().unwrap();
-        assert!(
-            o.status.success(),
-            "{file}: config.toml does not parse: {}\n{config}",
-            text(&o)
-        );
-        let v: Value = serde_json::from_slice(&o.stdout).unwrap();
+        let v = toml_to_json(file, &config);
         let runner = &v["runners"][0];
         assert_eq!(v["concurrent"], loaded.stack.policy.capacity_per_instance);
         assert_eq!(
@@ -495,8 +472,8 @@ fn runner_config_of_every_example_stack_is_valid_toml() {
     }
 }
 
-/// `config.toml` text parsed by Python's `tomllib`, as JSON.
-fn toml_to_json(config: &str) -> Value {
+/// `config.toml` text (rendered for `what`) parsed by Python's `tomllib`, as JSON.
+fn toml_to_json(what: &str, config: &str) -> Value {
     let mut child = Command::new("python3")
         .args([
             "-c",
@@ -517,7 +494,7 @@ fn toml_to_json(config: &str) -> Value {
     let o = child.wait_with_output().unwrap();
     assert!(
         o.status.success(),
-        "config.toml does not parse: {}\n{config}",
+        "{what}: config.toml does not parse: {}\n{config}",
         text(&o)
     );
     serde_json::from_slice(&o.stdout).unwrap()
@@ -542,7 +519,7 @@ fn runner_config_with_a_minio_cache_and_a_hostile_tag_parses_to_exactly_its_keys
         .with_token(Secret::new("glrt-test-token"))
         .runner_config("vm-0001", Secrets::Shown)
         .unwrap();
-    let v = toml_to_json(&config);
+    let v = toml_to_json("the MinIO stack", &config);
     let s3 = &v["runners"][0]["cache"]["s3"];
     assert_eq!(s3["ServerAddress"], "minio.internal:9000");
     assert_eq!(s3["Insecure"], true);
