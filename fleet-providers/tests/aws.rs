@@ -141,8 +141,8 @@ fn requests_of(scope: &Scope, n: u64, types: &[&str]) -> (String, Vec<CreateInst
     (fleet_core::naming::batch_token(&names), reqs)
 }
 
-/// The market (`spot` or on-demand) of every live instance of `stack`, read from moto.
-async fn markets(stack: &str) -> Vec<String> {
+/// Every instance moto has with `stack`'s tag.
+async fn tagged_instances(stack: &str) -> Vec<aws_sdk_ec2::types::Instance> {
     let sdk = sdk_config(Some("us-east-1"), Some(&endpoint()), 3).await;
     let ec2 = aws_sdk_ec2::Client::new(&sdk);
     let out = ec2
@@ -158,7 +158,15 @@ async fn markets(stack: &str) -> Vec<String> {
         .unwrap();
     out.reservations()
         .iter()
-        .flat_map(|r| r.instances())
+        .flat_map(|r| r.instances().iter().cloned())
+        .collect()
+}
+
+/// The market (`spot` or on-demand) of every live instance of `stack`, read from moto.
+async fn markets(stack: &str) -> Vec<String> {
+    tagged_instances(stack)
+        .await
+        .iter()
         .map(|i| {
             i.instance_lifecycle()
                 .map_or("on-demand".to_string(), |l| l.as_str().to_string())
@@ -599,22 +607,9 @@ async fn user_data_over_ec2s_limit_is_refused_before_any_launch_call() {
 /// `(HttpTokens, HttpPutResponseHopLimit)` of every live instance of `stack`, as moto
 /// records them.
 async fn metadata_options(stack: &str) -> Vec<(String, i32)> {
-    let sdk = sdk_config(Some("us-east-1"), Some(&endpoint()), 3).await;
-    let ec2 = aws_sdk_ec2::Client::new(&sdk);
-    let out = ec2
-        .describe_instances()
-        .filters(
-            aws_sdk_ec2::types::Filter::builder()
-                .name("tag:fleet:stack")
-                .values(stack)
-                .build(),
-        )
-        .send()
+    tagged_instances(stack)
         .await
-        .unwrap();
-    out.reservations()
         .iter()
-        .flat_map(|r| r.instances())
         .map(|i| {
             let m = i.metadata_options().expect("moto records metadata options");
             (
