@@ -198,3 +198,38 @@ async fn the_lock_error_names_the_holder() {
         )
     );
 }
+
+/// A holder writes its name just after taking the lock; a locker refused in that moment
+/// waits for the name instead of reporting an unknown holder (a CI failure of
+/// `ten_ups_at_once_end_at_exactly_the_desired_fleet` came from that window).
+#[tokio::test]
+async fn a_lock_refused_before_the_holder_wrote_its_name_still_names_it() {
+    use std::io::Write;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("state.json");
+    let b = LocalBackend::new(&path);
+    let mut held = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(b.lock_path())
+        .unwrap();
+    held.lock().unwrap();
+    let writer = std::thread::spawn(move || {
+        std::thread::sleep(std::time::Duration::from_millis(200));
+        let name = serde_json::to_vec(&lock_info("fleet-cli up", 4242)).unwrap();
+        held.write_all(&name).unwrap();
+        held.sync_all().unwrap();
+        held // keep the OS lock until the assertion below has run
+    });
+    let e = b
+        .lock(&lock_info("fleet-cli destroy", 1))
+        .await
+        .unwrap_err();
+    assert!(
+        e.to_string().contains("is locked by `fleet-cli up` (pid 4242"),
+        "{e}"
+    );
+    drop(writer.join().unwrap());
+}

@@ -141,16 +141,27 @@ impl LocalBackend {
             .mode(0o600)
             .open(&lock_path)
             .map_err(self.io(&lock_path))?;
-        match file.try_lock() {
-            Ok(()) => {}
-            Err(std::fs::TryLockError::WouldBlock) => {
-                let holder = read_holder(&mut file).unwrap_or_else(|| unknown_holder(info));
-                return Err(StateError::Locked {
-                    location: self.location(),
-                    holder: Box::new(holder),
-                });
+        // A holder writes its name right after it takes the lock, so a reader can find the
+        // lock held and the file still empty. Wait a moment for the name (or for the lock
+        // to come free, if the holder died first) before calling the holder unknown.
+        let mut waited = std::time::Duration::ZERO;
+        loop {
+            match file.try_lock() {
+                Ok(()) => break,
+                Err(std::fs::TryLockError::WouldBlock) => {
+                    let named = read_holder(&mut file);
+                    if named.is_some() || waited >= HOLDER_NAME_WAIT {
+                        let holder = named.unwrap_or_else(|| unknown_holder(info));
+                        return Err(StateError::Locked {
+                            location: self.location(),
+                            holder: Box::new(holder),
+                        });
+                    }
+                    std::thread::sleep(HOLDER_NAME_POLL);
+                    waited += HOLDER_NAME_POLL;
+                }
+                Err(std::fs::TryLockError::Error(e)) => return Err(self.io(&lock_path)(e)),
             }
-            Err(std::fs::TryLockError::Error(e)) => return Err(self.io(&lock_path)(e)),
         }
         if let Some(previous) = read_holder(&mut file) {
             if previous.host == info.host && !pid_alive(previous.pid) {
@@ -248,7 +259,11 @@ fn read_holder(file: &mut File) -> Option<LockInfo> {
     serde_json::from_str(&body).ok()
 }
 
-/// The holder had the lock but had not written its name yet.
+/// How long a refused locker waits for a new holder to write its name.
+const HOLDER_NAME_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+const HOLDER_NAME_POLL: std::time::Duration = std::time::Duration::from_millis(10);
+
+/// The holder had the lock but had not written its name within [`HOLDER_NAME_WAIT`].
 fn unknown_holder(wanted_by: &LockInfo) -> LockInfo {
     LockInfo {
         id: String::new(),
