@@ -243,10 +243,14 @@ pub fn learn(record: &DemandRecord, p: &Problem, floor_min: u32, now: DateTime<U
         .map(|&c| f64::from(c))
         .sum();
     let largest = w.peak.iter().copied().max().unwrap_or(0);
-    // One more burst as large as the largest seen is assumed to come unforeseen: with few
-    // jobs in the record that alone uses the allowance, and the floor covers the largest.
+    // One more burst as large as the largest seen is assumed to come unforeseen in the
+    // weeks the record keeps; the percentile is over those weeks' jobs, which a young
+    // record holds only part of, so the burst is weighed against the jobs they will hold at
+    // the rate seen so far. With few jobs (a quiet org) that alone uses the allowance, and
+    // the floor covers the largest.
+    let weeks_seen = (w.peak.len() as f64 / super::record::KEEP_SLOTS as f64).min(1.0);
     let unforeseen = if jobs > 0.0 {
-        0.75 * f64::from(largest) / jobs
+        0.75 * f64::from(largest) * weeks_seen / jobs
     } else {
         0.0
     };
@@ -599,6 +603,31 @@ mod tests {
         );
         assert!(c.missed <= 0.025, "{c:?}");
         assert!(c.jobs > 300, "{c:?}");
+    }
+
+    #[test]
+    fn a_young_record_weighs_the_unforeseen_burst_against_the_weeks_it_keeps() {
+        // Four days of an org with 200 jobs a day: pipelines of four jobs every half hour,
+        // and twice a day, at changing hours, one of 40. Against the 800 jobs recorded, one
+        // more 40-job burst would be 3.75% of the jobs, over the 2.5% allowance, and the
+        // floor would have to cover 40 all day; against the four weeks' jobs at this rate
+        // (5,600) it is 0.5%, and the pipelines of 40 are met by keeping their VMs or not.
+        let mut r = DemandRecord::default();
+        r.observe(at(0.0), 0, 0);
+        for day in 0..4 {
+            let base = f64::from(day) * 24.0;
+            for half in 0..48 {
+                pipeline(&mut r, base + f64::from(half) * 0.5 + 0.02, 4);
+            }
+            for k in 0..2 {
+                pipeline(&mut r, base + 3.3 + f64::from(k * 11 + day * 2), 40);
+            }
+        }
+        let c = tuned(learn(&r, &problem(), 0, at(4.0 * 24.0 + 0.5)));
+        assert!(c.jobs > 700, "{c:?}");
+        assert!(c.largest >= 40, "{c:?}");
+        assert!(c.floor < 40, "no floor of the largest burst all day: {c:?}");
+        assert!(c.missed <= 0.025, "{c:?}");
     }
 
     #[test]
