@@ -228,7 +228,8 @@ async fn a_lock_refused_before_the_holder_wrote_its_name_still_names_it() {
         .await
         .unwrap_err();
     assert!(
-        e.to_string().contains("is locked by `fleet-cli up` (pid 4242"),
+        e.to_string()
+            .contains("is locked by `fleet-cli up` (pid 4242"),
         "{e}"
     );
     drop(writer.join().unwrap());
