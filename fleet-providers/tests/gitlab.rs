@@ -1080,3 +1080,40 @@ async fn the_history_reads_projects_and_groups_once_and_stops_paging_at_the_wind
         "two pages of org/a, one of org/sub/b: {pages:?}"
     );
 }
+
+#[tokio::test]
+async fn the_history_waits_out_gitlabs_rate_limit_and_reads_every_page() {
+    use gitlab_sim::trace::TraceJob;
+    // Two requests a second: the project, then three pages of jobs.
+    let sim = sim(SimConfig {
+        rate_limit: Some(2),
+        rate_limit_period: Duration::from_secs(1),
+        ..SimConfig::default()
+    })
+    .await;
+    let at = sim.now() - chrono::Duration::hours(3);
+    let jobs: Vec<TraceJob> = (0..250)
+        .map(|i| TraceJob {
+            queued_at: at,
+            duration_s: 60,
+            project: "r/a".into(),
+            pipeline: i / 50,
+        })
+        .collect();
+    sim.add_history(&jobs, 1.0).unwrap();
+    let c = client(&sim, RetryPolicy::default());
+    let started = std::time::Instant::now();
+    let h = fleet_providers::gitlab::history::read(
+        &c,
+        &["r/a".into()],
+        &[],
+        sim.now() - chrono::Duration::days(28),
+    )
+    .await
+    .unwrap();
+    assert_eq!(h.rows.len(), 250);
+    assert!(
+        started.elapsed() >= Duration::from_secs(1),
+        "four requests at two per second cannot finish within one window"
+    );
+}
