@@ -335,3 +335,20 @@ async fn up_on_the_sandbox_keeps_the_pool_learned_from_a_seeded_history_and_says
         "{plan}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn history_of_a_project_gitlab_does_not_know_fails_with_the_path_and_a_hint() {
+    let rig = Rig::new("projects: [team/nope]", "0s", "  max_instances: 4").await;
+    let o = rig.run(&["history", "--out", rig.path("h.csv").to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        stderr.contains("cannot read the job history from GitLab")
+            && stderr.contains("team%2Fnope")
+            && stderr.contains("404")
+            && stderr.contains("hint: check runner.projects"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains(TOKEN), "the GitLab token was printed");
+    assert!(!rig.path("h.csv").exists(), "a trace was written on error");
+}
