@@ -4,6 +4,7 @@
 mod commands;
 mod context;
 mod demo;
+mod history;
 mod output;
 mod render;
 mod serve;
@@ -83,6 +84,16 @@ enum Command {
     Inventory,
     /// Replay a job trace through a scaling policy in virtual time: wait times against cost.
     Simulate(simulate::SimulateArgs),
+    /// Read the finished jobs of the stack's GitLab projects and groups (runner.projects,
+    /// runner.groups) of the last weeks and write them as a job trace, which `simulate`
+    /// replays and `state seed-demand` starts the policy on.
+    ///
+    /// Jobs that succeeded, failed or were canceled are listed newest first, page by page
+    /// within GitLab's rate limits, until a page reaches the window's start. Each becomes a
+    /// row queued at `started_at - queued_duration` and running `duration` seconds; a job
+    /// canceled before a runner took it is left out. The access token (runner.token_env)
+    /// needs `read_api` and is never printed.
+    History(history::HistoryArgs),
     /// Run the fleet against a simulated GitLab replaying a trace at high speed (`make demo`).
     Demo(demo::DemoArgs),
     /// Run as a daemon: reconcile on a timer and on GitLab job webhooks; serve /metrics,
@@ -155,6 +166,16 @@ enum StateCommand {
         /// The cloud's id of the instance.
         cloud_id: String,
     },
+    /// Fill the demand record that `policy.target` learns from with a job trace (from
+    /// `fleet-cli history`), before what the fleet recorded itself: shows the record
+    /// before and after, asks, and writes it under the state lock.
+    SeedDemand {
+        /// The trace (CSV: queued_at,duration_s,project,pipeline).
+        trace: PathBuf,
+        /// Write without asking.
+        #[arg(long, short = 'y')]
+        yes: bool,
+    },
 }
 
 pub(crate) fn parse_duration(s: &str) -> Result<Duration, String> {
@@ -193,7 +214,11 @@ fn main() -> ExitCode {
             }
             Command::Render(a) => render::render(g, a.instance.as_deref(), a.show_secrets).await,
             Command::Inventory => render::inventory(g).await,
+            Command::State(StateCommand::SeedDemand { trace, yes }) => {
+                history::seed_demand(g, trace, *yes).await
+            }
             Command::Simulate(a) => simulate::run(g, a),
+            Command::History(a) => history::history(g, a).await,
             Command::Demo(a) => demo::run(g, a).await,
             Command::Serve => serve::serve(g).await,
         }

@@ -207,6 +207,12 @@ fn hint(e: &anyhow::Error) -> Option<String> {
         if let Some(crate::commands::CommandError::DemandUnknown { .. }) = cause.downcast_ref() {
             return Some("the plan is printed above; fix what keeps GitLab from answering (the reason says what), then plan again".into());
         }
+        if let Some(h) = cause
+            .downcast_ref::<fleet_providers::gitlab::GitLabError>()
+            .and_then(|g| g.hint())
+        {
+            return Some(h);
+        }
         if let Some(h) = static_hint(cause) {
             return Some(h.into());
         }

@@ -997,3 +997,123 @@ fn one_attempt_is_written_in_the_singular() {
     };
     assert!(e.to_string().ends_with("(3 attempts)"), "{e}");
 }
+
+// ---------------------------------------------------------------------------------------
+// The finished-job history (`fleet-cli history`).
+
+#[test]
+fn documented_finished_jobs_parse_into_trace_rows_and_unstarted_ones_are_left_out() {
+    use fleet_providers::gitlab::history::row_of;
+    let jobs: Vec<Job> = serde_json::from_str(&fixture("finished-jobs.json")).unwrap();
+    assert_eq!(jobs.len(), 3);
+    assert_eq!(jobs[0].queued_duration, Some(37.125));
+    assert_eq!(jobs[0].duration, Some(382.651));
+    assert!(jobs[2].started_at.is_none() && jobs[2].duration.is_none());
+    let rows: Vec<_> = jobs.iter().filter_map(|j| row_of(j, "team/app")).collect();
+    assert_eq!(
+        rows.len(),
+        2,
+        "the job canceled before it started asked for no VM"
+    );
+    // Queued when it became pending (started_at - queued_duration), not when its pipeline
+    // created it: the test stage waited for the build stage.
+    assert_eq!(rows[0].queued_at.to_rfc3339(), "2026-03-09T14:06:03+00:00");
+    assert_eq!((rows[0].duration_s, rows[0].pipeline), (383, 1704));
+    assert_eq!(rows[1].queued_at.to_rfc3339(), "2026-03-09T14:02:11+00:00");
+    assert_eq!(rows[1].duration_s, 157);
+}
+
+#[tokio::test]
+async fn the_history_reads_projects_and_groups_once_and_stops_paging_at_the_window() {
+    use gitlab_sim::trace::TraceJob;
+    let sim = sim(SimConfig::default()).await;
+    sim.add_project("org/a");
+    sim.add_project("org/sub/b");
+    let now = sim.now();
+    let at = |h: i64| now - chrono::Duration::hours(h);
+    let row = |queued_at, project: &str, pipeline| TraceJob {
+        queued_at,
+        duration_s: 100,
+        project: project.into(),
+        pipeline,
+    };
+    // org/a: 150 jobs forty days ago, then 130 in the last two days (pipelines of ten).
+    let mut jobs: Vec<TraceJob> = (0..150).map(|i| row(at(960), "org/a", i / 10)).collect();
+    jobs.extend((0..130).map(|i| row(at(47 - i / 10), "org/a", 100 + i as u64 / 10)));
+    // org/sub/b, in the group: 5 jobs a day ago.
+    jobs.extend((0..5).map(|_| row(at(24), "org/sub/b", 500)));
+    assert_eq!(sim.add_history(&jobs, 3.0).unwrap(), 285);
+
+    let c = client(&sim, RetryPolicy::default());
+    let h = fleet_providers::gitlab::history::read(
+        &c,
+        &["org/a".into()],
+        &["org".into()],
+        now - chrono::Duration::days(28),
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        h.projects,
+        vec!["org/a".to_string(), "org/sub/b".to_string()]
+    );
+    assert_eq!(h.rows.len(), 135);
+    let pipelines: BTreeSet<u64> = h.rows.iter().map(|r| r.pipeline).collect();
+    assert_eq!(pipelines.len(), 14);
+    // Each row arrives when the sim queued it: started_at - queued_duration.
+    let newest = h.rows.iter().map(|r| r.queued_at).max().unwrap();
+    assert_eq!(newest.timestamp(), at(24).timestamp());
+    // org/a's 280 jobs are three pages; the second reaches the window's start, so the
+    // third (all older) is never asked for.
+    let pages: Vec<String> = sim
+        .requests()
+        .into_iter()
+        .filter(|r| r.contains("/jobs?scope[]=success"))
+        .collect();
+    assert!(
+        pages.iter().all(|p| p.contains("scope[]=failed")),
+        "{pages:?}"
+    );
+    assert_eq!(
+        pages.len(),
+        3,
+        "two pages of org/a, one of org/sub/b: {pages:?}"
+    );
+}
+
+#[tokio::test]
+async fn the_history_waits_out_gitlabs_rate_limit_and_reads_every_page() {
+    use gitlab_sim::trace::TraceJob;
+    // Two requests a second: the project, then three pages of jobs.
+    let sim = sim(SimConfig {
+        rate_limit: Some(2),
+        rate_limit_period: Duration::from_secs(1),
+        ..SimConfig::default()
+    })
+    .await;
+    let at = sim.now() - chrono::Duration::hours(3);
+    let jobs: Vec<TraceJob> = (0..250)
+        .map(|i| TraceJob {
+            queued_at: at,
+            duration_s: 60,
+            project: "r/a".into(),
+            pipeline: i / 50,
+        })
+        .collect();
+    sim.add_history(&jobs, 1.0).unwrap();
+    let c = client(&sim, RetryPolicy::default());
+    let started = std::time::Instant::now();
+    let h = fleet_providers::gitlab::history::read(
+        &c,
+        &["r/a".into()],
+        &[],
+        sim.now() - chrono::Duration::days(28),
+    )
+    .await
+    .unwrap();
+    assert_eq!(h.rows.len(), 250);
+    assert!(
+        started.elapsed() >= Duration::from_secs(1),
+        "four requests at two per second cannot finish within one window"
+    );
+}

@@ -23,7 +23,7 @@ use chrono::{DateTime, Utc};
 use rand::{rngs::StdRng, SeedableRng};
 use tokio::sync::mpsc;
 
-pub use model::{Counters, Job, JobStatus, NewJob, Project, Runner, World};
+pub use model::{Counters, FinishedJob, Job, JobStatus, NewJob, Project, Runner, World};
 
 /// Where job webhooks go.
 #[derive(Clone)]
@@ -316,6 +316,19 @@ impl Sim {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .0 = faults;
+    }
+
+    /// Adds a trace's jobs as finished ones, at the trace's own times (which must end by
+    /// now; [`trace::ending_at`] moves a trace there), each taken by a runner `queued_s`
+    /// after it was queued. `GET /projects/:id/jobs?scope[]=success&scope[]=failed` lists
+    /// them with `created_at`, `started_at`, `finished_at`, `queued_duration` and
+    /// `duration` that agree. Returns how many were added.
+    pub fn add_history(
+        &self,
+        jobs: &[trace::TraceJob],
+        queued_s: f64,
+    ) -> Result<usize, model::WorldError> {
+        self.with_world(|w, now| trace::add_history(w, jobs, queued_s, now))
     }
 
     /// Schedules a trace's jobs: the first job arrives now, the rest keep their spacing in

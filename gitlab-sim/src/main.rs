@@ -59,6 +59,10 @@ struct Args {
     /// Tags the replayed jobs carry (comma-separated).
     #[arg(long, value_delimiter = ',')]
     trace_tags: Vec<String>,
+    /// A CSV trace to serve as finished jobs, moved in time so its last job ended a minute
+    /// before start (`fleet-cli history` reads it back).
+    #[arg(long)]
+    history: Option<PathBuf>,
 }
 
 #[tokio::main]
@@ -107,6 +111,12 @@ async fn main() -> Result<()> {
         .with_context(|| format!("cannot listen on {}", a.listen))?;
     for p in &a.projects {
         sim.add_project(p);
+    }
+    if let Some(path) = &a.history {
+        let jobs = trace::load(path)?;
+        let end = sim.now() - chrono::Duration::minutes(1);
+        let n = sim.add_history(&trace::ending_at(&jobs, end), 5.0)?;
+        eprintln!("serving {n} finished jobs from {}", path.display());
     }
     if let Some(path) = &a.trace {
         let jobs = trace::load(path)?;

@@ -411,6 +411,58 @@ impl World {
         Ok(job)
     }
 
+    /// Adds a job that already ran: created (queued) at `spec.queued_at`, taken by a runner
+    /// `spec.queued_s` later, finished `spec.run_seconds` after that, as GitLab lists its
+    /// history (`queued_duration` and `duration` agree with the three times). It must have
+    /// finished by `now`.
+    pub fn add_finished(
+        &mut self,
+        spec: FinishedJob,
+        now: DateTime<Utc>,
+    ) -> Result<Job, WorldError> {
+        let project = self.ensure_project(&spec.project, now).id;
+        let valid = |s: f64| s.is_finite() && s >= 0.0;
+        if !(valid(spec.queued_s) && valid(spec.run_seconds)) {
+            return Err(WorldError::Invalid {
+                message: "queued and run times must be numbers of seconds, at least 0".into(),
+            });
+        }
+        let ms = |s: f64| ChronoDuration::milliseconds((s * 1000.0).round() as i64);
+        let started_at = spec.queued_at + ms(spec.queued_s);
+        let finished_at = started_at + ms(spec.run_seconds);
+        if finished_at > now {
+            return Err(WorldError::Invalid {
+                message: format!(
+                    "a finished job must end by now ({now}); this one ends at {finished_at}"
+                ),
+            });
+        }
+        let id = self.id();
+        let job = Job {
+            id,
+            project_id: project,
+            pipeline_id: spec.pipeline_id,
+            name: spec.name,
+            stage: "test".into(),
+            git_ref: "main".into(),
+            tag_list: Vec::new(),
+            status: if spec.failed {
+                JobStatus::Failed
+            } else {
+                JobStatus::Success
+            },
+            failure_reason: spec.failed.then(|| "script_failure".to_string()),
+            run_seconds: spec.run_seconds,
+            created_at: spec.queued_at,
+            started_at: Some(started_at),
+            finished_at: Some(finished_at),
+            runner_id: None,
+            runner_manager_id: None,
+        };
+        self.jobs.insert(id, job.clone());
+        Ok(job)
+    }
+
     /// Creates a runner (`POST /user/runners`), with a fresh `glrt-` token.
     pub fn create_runner(
         &mut self,
@@ -646,6 +698,25 @@ pub struct NewJob {
 
 fn default_run_seconds() -> f64 {
     60.0
+}
+
+/// A job of the finished history ([`World::add_finished`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct FinishedJob {
+    /// Project full path (created with its groups when missing).
+    pub project: String,
+    /// Job name.
+    pub name: String,
+    /// Its pipeline.
+    pub pipeline_id: u64,
+    /// When it was created and queued.
+    pub queued_at: DateTime<Utc>,
+    /// Seconds it waited for a runner.
+    pub queued_s: f64,
+    /// Seconds it ran.
+    pub run_seconds: f64,
+    /// Whether it failed (else it succeeded).
+    pub failed: bool,
 }
 
 /// The attributes of `POST /user/runners`.

@@ -103,6 +103,54 @@ pub fn parse(text: &str, origin: &str) -> Result<Vec<TraceJob>, TraceError> {
     Ok(out)
 }
 
+/// The jobs shifted in time so the last to finish, had it run as soon as it was queued,
+/// ends at `end` (a trace as the finished history of the weeks before `end`; leave room
+/// for the wait [`add_history`] adds).
+pub fn ending_at(jobs: &[TraceJob], end: DateTime<Utc>) -> Vec<TraceJob> {
+    let Some(last) = jobs
+        .iter()
+        .map(|j| j.queued_at + chrono::Duration::seconds(j.duration_s as i64))
+        .max()
+    else {
+        return Vec::new();
+    };
+    let shift = end - last;
+    jobs.iter()
+        .map(|j| TraceJob {
+            queued_at: j.queued_at + shift,
+            ..j.clone()
+        })
+        .collect()
+}
+
+/// Adds trace jobs to the world as finished ones (see [`World::add_finished`]), each
+/// taken by a runner `queued_s` after it was queued; the trace's times are kept. Returns
+/// how many were added.
+pub fn add_history(
+    world: &mut World,
+    jobs: &[TraceJob],
+    queued_s: f64,
+    now: DateTime<Utc>,
+) -> Result<usize, crate::model::WorldError> {
+    let mut sorted = jobs.to_vec();
+    sorted.sort_by_key(|j| j.queued_at);
+    for (i, j) in sorted.iter().enumerate() {
+        world.add_finished(
+            crate::model::FinishedJob {
+                project: j.project.clone(),
+                name: format!("job-{i}"),
+                pipeline_id: j.pipeline,
+                queued_at: j.queued_at,
+                queued_s,
+                run_seconds: j.duration_s as f64,
+                failed: i % 7 == 6,
+            },
+            now,
+        )?;
+    }
+    Ok(sorted.len())
+}
+
 /// Puts trace jobs in the world's arrival queue, shifted so the first arrives at `now`.
 pub(crate) fn schedule(
     world: &mut World,

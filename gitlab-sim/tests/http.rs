@@ -270,3 +270,67 @@ async fn runners_take_jobs_only_once_their_process_verifies() {
         .unwrap();
     assert_eq!(bad.status(), 403);
 }
+
+#[tokio::test]
+async fn a_finished_history_is_listed_with_gitlabs_time_fields_in_agreement() {
+    use gitlab_sim::trace::{ending_at, TraceJob};
+    let sim = start(SimConfig::default()).await;
+    let t0 = chrono::DateTime::parse_from_rfc3339("2020-02-01T08:00:00Z")
+        .unwrap()
+        .to_utc();
+    let row = |m: i64, pipeline: u64| TraceJob {
+        queued_at: t0 + chrono::Duration::minutes(m),
+        duration_s: 63,
+        project: "team/app".into(),
+        pipeline,
+    };
+    let trace = vec![row(0, 1), row(0, 1), row(120, 2)];
+    // A history must have ended: the trace as it stands is refused, moved to end now it
+    // is taken.
+    let future = vec![TraceJob {
+        queued_at: sim.now() + chrono::Duration::hours(1),
+        ..row(0, 1)
+    }];
+    assert!(sim.add_history(&future, 0.0).is_err());
+    let end = sim.now() - chrono::Duration::minutes(1);
+    assert_eq!(sim.add_history(&ending_at(&trace, end), 7.0).unwrap(), 3);
+    let v: Value = reqwest::Client::new()
+        .get(format!(
+            "{}/api/v4/projects/team%2Fapp/jobs?scope[]=success&scope[]=failed",
+            sim.url()
+        ))
+        .header("PRIVATE-TOKEN", TOKEN)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let jobs = v.as_array().unwrap();
+    assert_eq!(jobs.len(), 3);
+    let time = |j: &Value, k: &str| {
+        chrono::DateTime::parse_from_rfc3339(j[k].as_str().unwrap())
+            .unwrap()
+            .to_utc()
+    };
+    for j in jobs {
+        let (c, s, f) = (
+            time(j, "created_at"),
+            time(j, "started_at"),
+            time(j, "finished_at"),
+        );
+        assert_eq!(j["queued_duration"].as_f64(), Some(7.0), "{j}");
+        assert_eq!((s - c).num_seconds(), 7);
+        assert_eq!(j["duration"].as_f64(), Some(63.0), "{j}");
+        assert_eq!((f - s).num_seconds(), 63);
+    }
+    // Newest first; the last ended a minute ago (and the 7 s it waited), two hours after
+    // the first pipeline.
+    assert_eq!(jobs[0]["pipeline"]["id"], 2);
+    let late = time(&jobs[0], "finished_at") - (end + chrono::Duration::seconds(7));
+    assert!(late.num_milliseconds().abs() <= 1, "{late}");
+    assert_eq!(
+        (time(&jobs[0], "created_at") - time(&jobs[2], "created_at")).num_minutes(),
+        120
+    );
+}

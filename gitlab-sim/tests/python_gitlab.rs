@@ -1,9 +1,11 @@
 //! Keeps the simulator honest: python-gitlab, the widely used GitLab client, lists jobs page
-//! by page, reads groups, and creates, pauses, assigns and deletes runners against it.
+//! by page, reads groups, reads a finished-job history, and creates, pauses, assigns and
+//! deletes runners against it.
 
 use std::path::PathBuf;
 use std::process::Command;
 
+use gitlab_sim::trace::TraceJob;
 use gitlab_sim::{NewJob, Sim, SimConfig};
 
 fn venv_python() -> PathBuf {
@@ -52,13 +54,32 @@ async fn python_gitlab_lists_pages_and_manages_runners() {
         })
         .unwrap();
     }
+    // A finished history in the other project: three pipelines, the last a minute ago.
+    let at = |ago_s: i64| sim.now() - chrono::Duration::seconds(ago_s);
+    let history: Vec<TraceJob> = [(3600, 1), (3600, 1), (1800, 2), (900, 3), (900, 3)]
+        .iter()
+        .map(|&(ago, pipeline)| TraceJob {
+            queued_at: at(ago),
+            duration_s: 240,
+            project: "acme/other".into(),
+            pipeline,
+        })
+        .collect();
+    assert_eq!(sim.add_history(&history, 12.5).unwrap(), 5);
     let script =
         PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/python/python_gitlab_check.py");
     let url = sim.url();
     let out = tokio::task::spawn_blocking(move || {
         Command::new(python)
             .arg(script)
-            .args([&url, "sim-admin-token", "acme/backend/api", "acme", "5"])
+            .args([
+                &url,
+                "sim-admin-token",
+                "acme/backend/api",
+                "acme",
+                "5",
+                "5",
+            ])
             .output()
             .expect("run python")
     })

@@ -148,6 +148,43 @@ impl DemandRecord {
             .map_or(0, |s| (now.timestamp() - s * SLOT_S).max(0))
     }
 
+    /// This record with `history` (what the CI system's job history shows, see
+    /// [`crate::simulate::history_record`]) filled in before it: the history's slots from
+    /// before this record's first observation are added, and whatever the fleet observed
+    /// itself is kept as it is, so seeding twice with the same history changes nothing.
+    /// Slots older than four weeks before `now` are dropped.
+    pub fn seeded(&self, history: &DemandRecord, now: DateTime<Utc>) -> DemandRecord {
+        let own_since = self.since.unwrap_or(i64::MAX);
+        let mut slots: Vec<Slot> = history
+            .slots
+            .iter()
+            .filter(|s| s.at < own_since)
+            .cloned()
+            .collect();
+        slots.extend(self.slots.iter().cloned());
+        let since = match (history.since, self.since) {
+            (Some(h), Some(o)) => Some(h.min(o)),
+            (h, o) => h.or(o),
+        };
+        let last = if self.since.is_some() {
+            self.last
+        } else {
+            history.last
+        };
+        let oldest = now.timestamp().div_euclid(SLOT_S) - KEEP_SLOTS;
+        slots.retain(|s| s.at > oldest);
+        DemandRecord {
+            since: since.map(|s| s.max(oldest + 1)),
+            last,
+            slots,
+        }
+    }
+
+    /// The largest demand recorded (jobs at once).
+    pub fn largest(&self) -> u32 {
+        self.slots.iter().map(|s| s.peak).max().unwrap_or(0)
+    }
+
     /// Jobs recorded as arriving.
     pub fn arrivals(&self) -> u64 {
         self.slots
@@ -201,6 +238,34 @@ mod tests {
         assert_eq!(r.slots.len(), 1);
         r.observe(t(1900), 1, 0);
         assert_eq!(r.slots.len(), 2);
+    }
+
+    #[test]
+    fn seeding_fills_in_before_the_fleets_own_record_and_twice_is_once() {
+        // The history: a pipeline of 4 a day for ten days; the fleet saw the last two.
+        let mut history = DemandRecord::default();
+        for day in 0..10 {
+            history.observe(t(day * 86_400), 4, 0);
+            history.observe(t(day * 86_400 + 300), 0, 0);
+        }
+        let mut own = DemandRecord::default();
+        for day in 8..10 {
+            own.observe(t(day * 86_400 + 60), 0, 7);
+            own.observe(t(day * 86_400 + 400), 0, 0);
+        }
+        let now = t(10 * 86_400);
+        let seeded = own.seeded(&history, now);
+        assert_eq!(seeded.since, history.since);
+        // Eight days of history, then the fleet's own two days as it recorded them.
+        assert_eq!(seeded.slots.len(), 10);
+        assert_eq!(seeded.arrivals(), 8 * 4 + 2 * 7);
+        assert_eq!(seeded.largest(), 7);
+        assert_eq!(seeded.last, own.last);
+        assert_eq!(seeded.seeded(&history, now), seeded);
+        // An empty record takes the history as it is; four weeks on, it is gone.
+        assert_eq!(DemandRecord::default().seeded(&history, now), history);
+        let later = DemandRecord::default().seeded(&history, t(40 * 86_400));
+        assert!(later.slots.is_empty());
     }
 
     #[test]

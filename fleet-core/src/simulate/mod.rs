@@ -21,7 +21,7 @@ pub use baselines::{DockerMachine, Taskscaler};
 pub use oracle::oracle;
 pub use svg::render_svg;
 pub use sweep::{grid, sweep, Candidate, SweepResult};
-pub use trace::{Job, Trace};
+pub use trace::{write_csv, Job, Row, Trace};
 pub use world::{Sample, Timeline};
 
 /// Errors of the simulator.

@@ -1,9 +1,10 @@
-//! Reading a job trace: CSV with a header `queued_at,duration_s,project,pipeline`, one job
-//! per row, sorted by `queued_at` (RFC 3339 UTC).
+//! The job trace format: CSV with a header `queued_at,duration_s,project,pipeline`, one job
+//! per row, sorted by `queued_at` (RFC 3339 UTC). Read for the simulator, written by
+//! `fleet-cli history` from a GitLab's finished jobs.
 
 use std::path::Path;
 
-use chrono::DateTime;
+use chrono::{DateTime, SecondsFormat, Utc};
 
 use super::SimError;
 
@@ -47,6 +48,38 @@ impl Trace {
 }
 
 const HEADER: [&str; 4] = ["queued_at", "duration_s", "project", "pipeline"];
+
+/// One row of a trace, as written.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Row {
+    /// When the job entered the queue.
+    pub queued_at: DateTime<Utc>,
+    /// Seconds it ran once it had a runner (at least 1).
+    pub duration_s: u32,
+    /// `group/name` of its project.
+    pub project: String,
+    /// Its pipeline's id.
+    pub pipeline: u64,
+}
+
+/// The trace text of `rows`: the header, then the rows sorted by `queued_at` (ties keep
+/// their order), times in whole seconds.
+pub fn write_csv(rows: &[Row]) -> String {
+    let mut sorted: Vec<&Row> = rows.iter().collect();
+    sorted.sort_by_key(|r| r.queued_at);
+    let mut out = HEADER.join(",");
+    out.push('\n');
+    for r in sorted {
+        out.push_str(&format!(
+            "{},{},{},{}\n",
+            r.queued_at.to_rfc3339_opts(SecondsFormat::Secs, true),
+            r.duration_s.max(1),
+            r.project,
+            r.pipeline
+        ));
+    }
+    out
+}
 
 impl Trace {
     /// Reads the trace at `path`.
@@ -163,5 +196,27 @@ mod tests {
         assert!(e.to_string().contains("t.csv:2: duration_s `0`"), "{e}");
         let e = Trace::parse("t.csv", "when,how\n").unwrap_err();
         assert!(e.to_string().contains("t.csv:1: header"), "{e}");
+    }
+
+    #[test]
+    fn written_rows_read_back_sorted_with_their_times_and_durations() {
+        let at = |s: i64| DateTime::from_timestamp(1_700_000_000 + s, 0).unwrap();
+        let row = |s: i64, d: u32, p: u64| Row {
+            queued_at: at(s),
+            duration_s: d,
+            project: "team/app".into(),
+            pipeline: p,
+        };
+        let text = write_csv(&[row(60, 30, 2), row(0, 0, 1), row(0, 120, 1)]);
+        assert!(
+            text.starts_with(
+                "queued_at,duration_s,project,pipeline\n2023-11-14T22:13:20Z,1,team/app,1\n"
+            ),
+            "{text}"
+        );
+        let t = Trace::parse("h.csv", &text).unwrap();
+        let got: Vec<(i64, u32)> = t.jobs.iter().map(|j| (j.queued_at, j.duration_s)).collect();
+        let t0 = at(0).timestamp();
+        assert_eq!(got, vec![(t0, 1), (t0, 120), (t0 + 60, 30)]);
     }
 }

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use reqwest::header::HeaderMap;
 use reqwest::{Method, StatusCode};
 use serde::de::DeserializeOwned;
@@ -247,6 +247,16 @@ impl GitLabClient {
 
     /// `GET` of every page of a list. `path` may carry a query string.
     pub async fn get_all<T: DeserializeOwned>(&self, path: &str) -> Result<Vec<T>, GitLabError> {
+        self.get_pages(path, |_: &[T]| true).await
+    }
+
+    /// `GET` of a list page by page while `more` says the page just read calls for the
+    /// next one (and the server has one). `path` may carry a query string.
+    pub async fn get_pages<T: DeserializeOwned>(
+        &self,
+        path: &str,
+        mut more: impl FnMut(&[T]) -> bool,
+    ) -> Result<Vec<T>, GitLabError> {
         let sep = if path.contains('?') { '&' } else { '?' };
         let mut out = Vec::new();
         let mut page = 1u32;
@@ -255,9 +265,10 @@ impl GitLabClient {
             let resp = self.ok(Method::GET, &p, None).await?;
             let next = next_page(resp.headers());
             let items: Vec<T> = decode(&self.api, &p, resp).await?;
+            let go_on = more(&items);
             out.extend(items);
             match next {
-                Some(n) if n > page && n <= MAX_PAGES => page = n,
+                Some(n) if go_on && n > page && n <= MAX_PAGES => page = n,
                 _ => return Ok(out),
             }
         }
@@ -298,6 +309,27 @@ impl GitLabClient {
             "/projects/{project_id}/jobs?scope[]=pending&scope[]=running"
         ))
         .await
+    }
+
+    /// The finished jobs of a project (succeeded, failed or canceled) created at or after
+    /// `since`, newest first. GitLab lists jobs newest first (by id) and has no time
+    /// filter, so pages are read until one ends with a job created before `since`.
+    pub async fn finished_jobs(
+        &self,
+        project_id: u64,
+        since: DateTime<Utc>,
+    ) -> Result<Vec<Job>, GitLabError> {
+        let older = |j: &Job| j.created_at.is_some_and(|c| c < since);
+        let mut jobs = self
+            .get_pages(
+                &format!(
+                    "/projects/{project_id}/jobs?scope[]=success&scope[]=failed&scope[]=canceled"
+                ),
+                |page: &[Job]| !page.last().is_some_and(older),
+            )
+            .await?;
+        jobs.retain(|j| !older(j));
+        Ok(jobs)
     }
 
     /// Creates a runner on the token workflow (`POST /user/runners`; the token needs the

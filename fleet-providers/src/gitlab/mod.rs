@@ -3,11 +3,13 @@
 //!
 //! * [`client`]: the HTTP client (pagination, `RateLimit-*` headers, `429` + `Retry-After`).
 //! * [`demand`]: [`GitLabCi`], counting jobs the fleet's runners could take.
+//! * [`history`]: the finished jobs of a window, as trace rows (`fleet-cli history`).
 //! * [`models`]: GitLab's response shapes; runner tokens are [`Secret`]s.
 //! * [`webhook`]: the pure check a webhook handler calls.
 
 pub mod client;
 pub mod demand;
+pub mod history;
 pub mod models;
 pub mod webhook;
 

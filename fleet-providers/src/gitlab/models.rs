@@ -25,6 +25,15 @@ pub struct Job {
     /// When a runner started it.
     #[serde(default)]
     pub started_at: Option<DateTime<Utc>>,
+    /// When it finished (succeeded, failed or was canceled).
+    #[serde(default)]
+    pub finished_at: Option<DateTime<Utc>>,
+    /// Seconds it ran (fractional), once started.
+    #[serde(default)]
+    pub duration: Option<f64>,
+    /// Seconds it waited in the queue for a runner (fractional).
+    #[serde(default)]
+    pub queued_duration: Option<f64>,
     /// The runner running it, if any.
     #[serde(default)]
     pub runner: Option<RunnerSummary>,

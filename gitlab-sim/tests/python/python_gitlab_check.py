@@ -1,6 +1,8 @@
 """Drives the GitLab simulator with python-gitlab, the widely used GitLab client.
 
-Usage: python python_gitlab_check.py BASE_URL TOKEN PROJECT_PATH GROUP_PATH EXPECTED_JOBS
+Usage: python python_gitlab_check.py BASE_URL TOKEN PROJECT_PATH GROUP_PATH EXPECTED_JOBS [FINISHED]
+
+FINISHED: how many finished (success or failed) jobs the project GROUP_PATH/other has.
 
 Exits non-zero (with an assertion message) if the simulator answers anything python-gitlab
 does not understand, or answers it wrongly.
@@ -11,6 +13,7 @@ import gitlab
 
 url, token, project_path, group_path, expected_jobs = sys.argv[1:6]
 expected_jobs = int(expected_jobs)
+expected_finished = int(sys.argv[6]) if len(sys.argv) > 6 else None
 
 gl = gitlab.Gitlab(url, private_token=token)
 gl.auth()
@@ -78,5 +81,26 @@ try:
     raise AssertionError("a deleted runner is still there")
 except gitlab.exceptions.GitlabGetError as e:
     assert e.response_code == 404, e
+
+# The finished-job history: every documented time field present and consistent.
+if expected_finished is not None:
+    from datetime import datetime
+
+    def when(s):
+        return datetime.fromisoformat(s.replace("Z", "+00:00"))
+
+    other = gl.projects.get(group_path + "/other")
+    done = other.jobs.list(scope=["success", "failed"], per_page=2, get_all=True)
+    assert len(done) == expected_finished, (len(done), expected_finished)
+    ids = [j.id for j in done]
+    assert ids == sorted(ids, reverse=True), "finished jobs are not listed newest first"
+    for j in done:
+        assert j.status in ("success", "failed"), j.status
+        created, started, finished = when(j.created_at), when(j.started_at), when(j.finished_at)
+        assert created <= started <= finished, (j.created_at, j.started_at, j.finished_at)
+        assert abs((started - created).total_seconds() - j.queued_duration) < 0.01, j.queued_duration
+        assert abs((finished - started).total_seconds() - j.duration) < 0.01, j.duration
+        assert isinstance(j.pipeline["id"], int), j.pipeline
+    assert other.jobs.list(scope=["pending", "running"], get_all=True) == []
 
 print("python-gitlab: all checks passed")
