@@ -39,7 +39,7 @@ refresh:
 	$(FLEET) refresh --stack $(STACK) $(ARGS)
 
 # Installs cloud-init, systemd-analyze and libvirt with QEMU (apt-get, as root; libvirtd is
-# started) and the test tools (moto,
+# started; the real-boot test builds the VM base image when it is not cached) and the test tools (moto,
 # ansible-core, ansible-lint) into .venv, starts moto_server on a free port of
 # 127.0.0.1 for the AWS tests (with the instance profile stacks/aws.yaml names), and stops
 # it afterwards.
