@@ -192,7 +192,10 @@ impl Rig {
         });
         let bootstrap = self
             .try_in_vm("tail -n 60 /var/log/fleet-bootstrap.log /var/log/cloud-init-output.log")
-            .map_or_else(|| "(the guest agent does not answer)".to_string(), |(_, out)| out);
+            .map_or_else(
+                || "(the guest agent does not answer)".to_string(),
+                |(_, out)| out,
+            );
         panic!(
             "{what}\n--- last lines of the console log ({}) ---\n{}\n--- in the VM ---\n{bootstrap}",
             self.console_log().display(),
@@ -426,6 +429,18 @@ state:
     assert_eq!(runner["executor"], "docker");
     assert_eq!(runner["name"], NAME);
     assert!(config["concurrent"].as_i64().unwrap_or(0) >= 1, "{config}");
+    // The playbook validated config.toml with `gitlab-runner lint` (the stand-in logs each
+    // call) on the file Ansible renders before it moves it into place.
+    let (_, lints) = rig.in_vm("cat /var/log/gitlab-runner-standin-lint.log");
+    let lint: Vec<&str> = lints.lines().collect();
+    assert!(
+        lint.len() == 1 && lint[0].starts_with("lint /") && lint[0].ends_with(" ok"),
+        "one passing lint of the rendered file: {lints}"
+    );
+    assert!(
+        !lint[0].contains("/etc/gitlab-runner/config.toml "),
+        "lint ran on the file before it was put in place: {lints}"
+    );
     let (_, modes) =
         rig.in_vm("stat -c '%a %U' /etc/gitlab-runner/fleet-token /etc/gitlab-runner/config.toml");
     assert_eq!(

@@ -462,8 +462,8 @@ fn the_playbook_configures_before_installing_and_writes_config_toml_last() {
 }
 
 /// D2: the bootstrap fails (and writes bootstrap.failed, since ansible-playbook exits
-/// non-zero) unless GitLab accepts the token; a runner from a golden image gets a new
-/// system id.
+/// non-zero) unless GitLab accepts the token; config.toml passes `gitlab-runner lint` where
+/// the runner has it; a runner from a golden image gets a new system id.
 #[test]
 fn the_playbook_fails_unless_the_runner_token_verifies() {
     let tasks = playbook_tasks();
@@ -481,6 +481,24 @@ fn the_playbook_fails_unless_the_runner_token_verifies() {
     let fail_unverified = task_index(&tasks, "did not confirm the runner's token");
     assert!(fail_unverified > verify);
     assert!(tasks[fail_unverified].get("ansible.builtin.fail").is_some());
+    // gitlab-runner lint (19.3+) validates config.toml before it is put in place, when
+    // the installed runner has the command.
+    let config = &tasks[config_toml]["ansible.builtin.template"];
+    let validate = config["validate"].as_str().unwrap_or_default();
+    assert!(
+        validate.contains("gitlab-runner lint --config %s") && validate.contains("omit"),
+        "{validate:?}"
+    );
+    let has_lint = task_index(&tasks, "gitlab-runner --help");
+    assert!(has_lint < config_toml);
+    assert_eq!(
+        tasks[has_lint]["register"].as_str(),
+        Some("fleet_runner_lint")
+    );
+    assert!(
+        validate.contains("fleet_runner_lint.rc == 0"),
+        "{validate:?}"
+    );
     let fail_empty = task_index(&tasks, "is missing or empty");
     assert!(fail_empty < config_toml);
     let reset = task_index(&tasks, ".runner_system_id");
@@ -656,7 +674,7 @@ fn package_sources_and_the_apt_proxy_reach_the_vm() {
     )
     .unwrap();
     assert!(
-        !playbook.contains("pip"),
+        !playbook.contains("pip install") && !playbook.contains("builtin.pip"),
         "nothing from PyPI in the playbook"
     );
     let aws = user_data(
