@@ -363,9 +363,11 @@ mod tests {
         let mut state = one_vm(Some(80));
         let d = decide_at(&state, &config, 100);
         assert!(d.reason.contains("learning the pool"), "{}", d.reason);
-        // Four days of pipelines of 12 jobs every two hours, recorded as up records them.
-        for k in 0..48 {
-            let at = k * 7200;
+        // Four days of pipelines of 12 jobs every twelve hours, recorded as up records them.
+        // The gap is longer than the longest time a burst's VMs are kept (8 h), so only a
+        // pool serves them (bursts two hours apart are met as well by keeping the VMs).
+        for k in 0..8 {
+            let at = k * 43_200;
             for (pending, running) in [(12, 0), (0, 12), (0, 0)] {
                 let observed = crate::cloud::Observed {
                     demand: Some(Demand::Known { pending, running }),
