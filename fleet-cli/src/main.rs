@@ -6,6 +6,7 @@ mod context;
 mod demo;
 mod history;
 mod output;
+mod plot;
 mod render;
 mod serve;
 mod simulate;

@@ -1,6 +1,7 @@
 //! `fleet-cli simulate`: replays a job trace through a scaling policy in virtual time and
 //! prints wait times against cost; with `--target-p95`, the cheapest settings that meet a
-//! p95 wait target.
+//! p95 wait target; with `--svg` and `--frontier`, pictures of the fleet and of the sweep
+//! (drawn in `plot/`).
 
 use std::io::IsTerminal as _;
 use std::path::{Path, PathBuf};
@@ -8,15 +9,19 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context as _, Result};
 use clap::Args;
 use fleet_core::simulate::{
-    self, grid, render_svg, sweep, DockerMachine, Metrics, Model, PolicySpec, Taskscaler, Timeline,
-    Trace, POLICIES,
+    self, grid, sweep, DockerMachine, Metrics, Model, PolicySpec, Taskscaler, Timeline, Trace,
+    POLICIES,
 };
 use fleet_core::stack::Settings;
 use fleet_core::stack::{Override, PolicyConfig};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::{json, Value};
 
+use crate::plot::{self, Frontier, Point, PolicySweep};
 use crate::Global;
+
+/// The target p95 wait of `--frontier` without `--target-p95`, seconds.
+const FRONTIER_TARGET_S: f64 = 60.0;
 
 /// `simulate` flags.
 #[derive(Debug, Args)]
@@ -33,9 +38,16 @@ pub struct SimulateArgs {
     /// this many seconds (as `best`).
     #[arg(long, value_name = "SECONDS")]
     pub target_p95: Option<f64>,
-    /// Draw queue length and fleet size by state over time (first policy) to this file.
+    /// Draw the fleet over time under the first policy to this SVG file: VMs busy, idle,
+    /// booting and stopped, stacked, with the jobs waiting below.
     #[arg(long, value_name = "OUT.svg")]
     pub svg: Option<PathBuf>,
+    /// Sweep each policy's grid (as --target-p95 does) and draw cost against p95 wait to
+    /// this SVG file: every configuration, each policy's least cost for each wait, the
+    /// target, and the stack's own settings (with `fleet` in --policy). Without
+    /// --target-p95 the target is 60 s.
+    #[arg(long, value_name = "OUT.svg")]
+    pub frontier: Option<PathBuf>,
     /// Threads for sweeps (default: all cores).
     #[arg(long, value_name = "N")]
     pub threads: Option<usize>,
@@ -73,6 +85,10 @@ pub fn run(g: &Global, a: &SimulateArgs) -> Result<u8> {
     let threads = a
         .threads
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    if a.svg.is_some() && names.first() == Some(&"oracle") {
+        bail!("--svg draws the fleet of the first policy in --policy, and the oracle is computed job by job with no fleet to draw: put another policy first, like --policy fleet,oracle");
+    }
+    let target_p95 = sweep_target(a);
 
     let mut reports = Vec::new();
     for (k, name) in names.iter().enumerate() {
@@ -80,11 +96,15 @@ pub fn run(g: &Global, a: &SimulateArgs) -> Result<u8> {
         let mut timeline = (k == 0 && a.svg.is_some()).then(Timeline::default);
         let metrics = simulate::run(&trace, &model, &spec, timeline.as_mut());
         if let (Some(tl), Some(path)) = (&timeline, &a.svg) {
-            let title = format!("{} on {}", name, a.trace.display());
-            std::fs::write(path, render_svg(tl, &title))
-                .with_context(|| format!("cannot write {}", path.display()))?;
+            let title = format!(
+                "{name} on {}: p95 wait {:.0} s, cost {:.2}",
+                a.trace.display(),
+                metrics.wait_p95_s,
+                metrics.cost
+            );
+            write_picture(path, plot::draw_fleet(tl, &title))?;
         }
-        let best = match a.target_p95 {
+        let swept = match target_p95 {
             Some(target) => {
                 let candidates = grid(name, config, &model, &trace);
                 let bar = progress(candidates.len(), name);
@@ -96,15 +116,20 @@ pub fn run(g: &Global, a: &SimulateArgs) -> Result<u8> {
                 if let Some(b) = bar {
                     b.finish_and_clear();
                 }
-                Some(r.best)
+                Some(r)
             }
             None => None,
         };
         reports.push(Report {
             name,
             metrics,
-            best,
+            best: swept.as_ref().map(|r| r.best.clone()),
+            runs: swept.map_or_else(Vec::new, |r| r.runs.into_iter().map(|(_, m)| m).collect()),
         });
+    }
+    if let (Some(path), Some(target)) = (&a.frontier, target_p95) {
+        let picture = frontier(&reports, target, &a.trace, &model);
+        write_picture(path, plot::draw_frontier(&picture))?;
     }
 
     if g.json {
@@ -114,22 +139,69 @@ pub fn run(g: &Global, a: &SimulateArgs) -> Result<u8> {
         } else {
             json!({
                 "trace": a.trace.display().to_string(),
-                "target_p95_s": a.target_p95,
+                "target_p95_s": target_p95,
                 "policies": objs,
                 "ratios": ratios(&reports),
             })
         };
         println!("{}", serde_json::to_string_pretty(&out)?);
     } else {
-        print_table(&a.trace, &trace, a.target_p95, &reports);
+        print_table(&a.trace, &trace, target_p95, &reports);
     }
     Ok(0)
+}
+
+/// The target a sweep runs for: `--target-p95`, or for `--frontier` alone, 60 s.
+fn sweep_target(a: &SimulateArgs) -> Option<f64> {
+    a.target_p95
+        .or(a.frontier.as_ref().map(|_| FRONTIER_TARGET_S))
+}
+
+/// Writes a drawn picture to `path`.
+fn write_picture(path: &Path, drawn: Result<String, plot::PlotError>) -> Result<()> {
+    let svg = drawn.with_context(|| format!("cannot draw {}", path.display()))?;
+    std::fs::write(path, svg).with_context(|| format!("cannot write {}", path.display()))
+}
+
+/// The frontier picture of the sweeps in `reports`, with the stack's own `fleet` run as
+/// the shipped point.
+fn frontier(reports: &[Report<'_>], target_p95_s: f64, trace: &Path, model: &Model) -> Frontier {
+    let point = |m: &Metrics| Point {
+        wait_p95_s: m.wait_p95_s,
+        cost: m.cost,
+    };
+    Frontier {
+        title: format!(
+            "cost against p95 wait on {}: every configuration swept",
+            trace.display()
+        ),
+        cost_unit: format!("a VM running for an hour costs {}", model.price_running),
+        target_p95_s,
+        sweeps: reports
+            .iter()
+            .map(|r| PolicySweep {
+                name: r.name.to_string(),
+                runs: r.runs.iter().map(point).collect(),
+                best: r
+                    .best
+                    .as_ref()
+                    .and_then(|b| b.as_ref())
+                    .map(|(_, m)| point(m)),
+            })
+            .collect(),
+        shipped: reports
+            .iter()
+            .find(|r| r.name == "fleet")
+            .map(|r| point(&r.metrics)),
+    }
 }
 
 struct Report<'a> {
     name: &'a str,
     metrics: Metrics,
     best: Option<Option<(std::collections::BTreeMap<String, Value>, Metrics)>>,
+    /// Every configuration the sweep ran.
+    runs: Vec<Metrics>,
 }
 
 impl Report<'_> {

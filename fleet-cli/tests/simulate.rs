@@ -53,7 +53,115 @@ fn json_output_has_the_stable_keys_and_an_svg_is_drawn() {
     assert_eq!(v["jobs"], 1916);
     assert!(v["cost"].as_f64().unwrap() > 0.0);
     let drawn = std::fs::read_to_string(&svg).unwrap();
-    assert!(drawn.starts_with("<svg") && drawn.contains("jobs waiting"));
+    let texts = texts(&drawn);
+    for want in ["VMs", "jobs waiting", "busy VMs"] {
+        assert!(texts.iter().any(|t| t == want), "no `{want}` in {texts:?}");
+    }
+    assert!(
+        texts
+            .iter()
+            .any(|t| t.starts_with("fleet on stacks/traces/demo.csv: p95 wait")),
+        "{texts:?}"
+    );
+}
+
+/// The text of every `<text>` of an SVG, which must be well-formed XML.
+fn texts(svg: &str) -> Vec<String> {
+    let doc = roxmltree::Document::parse(svg).expect("the SVG is well-formed XML");
+    doc.descendants()
+        .filter(|n| n.has_tag_name("text"))
+        .map(|n| n.text().unwrap_or_default().trim().to_string())
+        .collect()
+}
+
+// A sweep of `fleet` or a baseline over the two-week demo trace takes minutes in a debug
+// build: the frontier is drawn for the cheap sweeps over the whole trace, and the shipped
+// stack's point over its first hours.
+
+#[test]
+fn a_frontier_without_a_target_is_drawn_for_60_s_with_a_line_per_policy() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("frontier.svg");
+    let o = simulate(&[
+        "--trace",
+        "stacks/traces/demo.csv",
+        "--policy",
+        "oracle,fixed",
+        "--json",
+        "--frontier",
+        out.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["target_p95_s"], 60.0);
+    assert!(
+        v["policies"][1]["best"]["params"]["instances"].is_u64(),
+        "{v}"
+    );
+    let texts = texts(&std::fs::read_to_string(&out).unwrap());
+    for want in ["oracle frontier", "fixed frontier", "target p95 60 s"] {
+        assert!(texts.iter().any(|t| t == want), "no `{want}` in {texts:?}");
+    }
+    // Without `fleet` replayed there is no stack's point to mark.
+    assert!(!texts.iter().any(|t| t.starts_with("shipped")), "{texts:?}");
+}
+
+#[test]
+fn the_frontier_marks_the_shipped_stack_where_simulate_reports_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let demo = std::fs::read_to_string(root().join("stacks/traces/demo.csv")).unwrap();
+    // The demo trace's first hours: the header and the jobs queued before 06:00 (the rows
+    // are in time order, and timestamps in this form sort as text).
+    let head: Vec<&str> = demo
+        .lines()
+        .enumerate()
+        .take_while(|(i, l)| *i == 0 || *l < "2024-03-04T06")
+        .map(|(_, l)| l)
+        .collect();
+    assert!(head.len() > 2, "{head:?}");
+    let trace = dir.path().join("head.csv");
+    std::fs::write(&trace, head.join("\n") + "\n").unwrap();
+    let out = dir.path().join("frontier.svg");
+    let o = simulate(&[
+        "--trace",
+        trace.to_str().unwrap(),
+        "--policy",
+        "fleet",
+        "--threads",
+        "2",
+        "--json",
+        "--target-p95",
+        "120",
+        "--frontier",
+        out.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let texts = texts(&std::fs::read_to_string(&out).unwrap());
+    assert!(texts.iter().any(|t| t == "target p95 120 s"), "{texts:?}");
+    assert!(texts.iter().any(|t| t == "fleet frontier"), "{texts:?}");
+    let cost = format!(", cost {:.2}", v["cost"].as_f64().unwrap());
+    assert!(
+        texts
+            .iter()
+            .any(|t| t.starts_with("shipped stack: p95 ") && t.ends_with(&cost)),
+        "no shipped stack with `{cost}` in {texts:?}"
+    );
+}
+
+#[test]
+fn the_oracle_first_has_no_fleet_to_draw_and_says_what_to_do() {
+    let o = simulate(&[
+        "--trace",
+        "stacks/traces/demo.csv",
+        "--policy",
+        "oracle",
+        "--svg",
+        "/dev/null",
+    ]);
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("put another policy first"), "{err}");
 }
 
 #[test]

@@ -23,7 +23,8 @@
 //!   template texts). A new stack setting goes here, with its check in `stack/load.rs`.
 //! * [`autoscale`]: the demand policy's pure decision, boot-time learning, forecast, and
 //!   the demand record and pool learning behind `policy.target`.
-//! * [`simulate`]: replays CI job traces through the policy and GitLab's autoscalers.
+//! * [`simulate`]: replays CI job traces through the policy and GitLab's autoscalers; its
+//!   timelines and sweeps are plain values (fleet-cli draws the pictures: no plotting here).
 //! * [`state`]: what the last apply recorded, behind [`state::StateBackend`], and
 //!   [`state::facts`], the one place where observations become state.
 //! * [`plan`]: [`Plan`], [`Change`], [`Action`] and how a plan displays.

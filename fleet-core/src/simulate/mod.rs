@@ -5,7 +5,6 @@
 
 mod baselines;
 mod oracle;
-mod svg;
 mod sweep;
 #[cfg(test)]
 mod tests;
@@ -19,7 +18,6 @@ use crate::stack::Settings;
 
 pub use baselines::{DockerMachine, Taskscaler};
 pub use oracle::oracle;
-pub use svg::render_svg;
 pub use sweep::{grid, sweep, Candidate, SweepResult};
 pub use trace::{write_csv, Job, Row, Trace};
 pub use world::{Sample, Timeline};
@@ -151,7 +149,8 @@ impl PolicySpec {
 /// The policy names `--policy` takes.
 pub const POLICIES: [&str; 5] = ["fleet", "docker-machine", "taskscaler", "fixed", "oracle"];
 
-/// Replays `trace` under `policy` in `model`; `timeline` collects samples for `--svg`.
+/// Replays `trace` under `policy` in `model`; `timeline` collects samples of the fleet
+/// (`fleet-cli simulate --svg` draws them). The oracle records none.
 pub fn run(
     trace: &Trace,
     model: &Model,

@@ -40,6 +40,10 @@ pub struct SweepResult {
     pub best: Option<(BTreeMap<String, Value>, Metrics)>,
     /// Configurations run.
     pub evaluated: usize,
+    /// Every configuration run, as its index in the candidates and its metrics, in index
+    /// order: the whole cost / wait trade-off, for the frontier picture. A fixed fleet's
+    /// bisection runs only some of its candidates.
+    pub runs: Vec<(usize, Metrics)>,
 }
 
 const IDLE_COUNTS: [u32; 18] = [
@@ -198,7 +202,8 @@ pub fn sweep(
             });
         }
     });
-    let results = results.into_inner().unwrap_or_else(|e| e.into_inner());
+    let mut results = results.into_inner().unwrap_or_else(|e| e.into_inner());
+    results.sort_unstable_by_key(|(i, _)| *i);
     let best = results
         .iter()
         .filter(|(_, m)| m.wait_p95_s <= target_p95_s)
@@ -207,6 +212,7 @@ pub fn sweep(
     SweepResult {
         best,
         evaluated: results.len(),
+        runs: results,
     }
 }
 
@@ -221,11 +227,11 @@ fn bisect(
     // the target.
     let (mut lo, mut hi) = (0usize, candidates.len());
     let mut best = None;
-    let mut evaluated = 0;
+    let mut runs = Vec::new();
     while lo < hi {
         let mid = (lo + hi) / 2;
         let m = run(trace, model, &candidates[mid].policy, None);
-        evaluated += 1;
+        runs.push((mid, m));
         progress();
         if m.wait_p95_s <= target {
             best = Some((candidates[mid].params.clone(), m));
@@ -234,5 +240,10 @@ fn bisect(
             lo = mid + 1;
         }
     }
-    SweepResult { best, evaluated }
+    runs.sort_unstable_by_key(|(i, _)| *i);
+    SweepResult {
+        best,
+        evaluated: runs.len(),
+        runs,
+    }
 }

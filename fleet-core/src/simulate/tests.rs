@@ -396,3 +396,46 @@ fn with_a_target_the_fleet_never_exceeds_max_instances() {
         assert_eq!(most, 40, "seed {seed}: the limit is reached");
     }
 }
+
+#[test]
+fn a_sweep_keeps_every_run_so_the_whole_trade_off_can_be_drawn() {
+    let model = Model::default();
+    let jobs = trace(&[(1000, 100), (1000, 100), (1300, 100), (5000, 60)]);
+    let candidates: Vec<Candidate> = (0..4)
+        .map(|n| Candidate {
+            policy: dm(n),
+            params: [("IdleCount".to_string(), serde_json::json!(n))].into(),
+        })
+        .collect();
+    // The first burst waits a boot whatever the pool: a target above it.
+    let r = sweep(&jobs, &model, &candidates, 120.0, 2, &|| {});
+    let indices: Vec<usize> = r.runs.iter().map(|(i, _)| *i).collect();
+    assert_eq!(indices, vec![0, 1, 2, 3]);
+    assert_eq!(r.evaluated, 4);
+    for (i, m) in &r.runs {
+        assert_eq!(*m, run(&jobs, &model, &candidates[*i].policy, None));
+    }
+    let (_, best) = r.best.expect("a docker-machine meets a wait of one boot");
+    assert!(r.runs.iter().any(|(_, m)| *m == best));
+}
+
+#[test]
+fn a_fixed_fleet_sweep_keeps_the_runs_its_bisection_made() {
+    let model = Model::default();
+    let jobs = trace(&[(1000, 100), (1000, 100), (1000, 100)]);
+    let candidates: Vec<Candidate> = (1..=3)
+        .map(|n| Candidate {
+            policy: PolicySpec::Fixed(n),
+            params: [("instances".to_string(), serde_json::json!(n))].into(),
+        })
+        .collect();
+    let r = sweep(&jobs, &model, &candidates, 0.0, 1, &|| {});
+    // Two VMs queue a job, three do not: the bisection never runs one VM.
+    let indices: Vec<usize> = r.runs.iter().map(|(i, _)| *i).collect();
+    assert_eq!(indices, vec![1, 2]);
+    assert_eq!(r.evaluated, 2);
+    assert_eq!(
+        r.best.map(|(p, _)| p["instances"].clone()),
+        Some(serde_json::json!(3))
+    );
+}

@@ -75,7 +75,8 @@ pub(crate) trait Driver {
     }
 }
 
-/// Samples for `--svg`: queue length and fleet size by state over time.
+/// The fleet over a replay: queue length and VMs by state, sampled at every event (a
+/// sample holds until the next). Plain values: the pictures are drawn by fleet-cli.
 #[derive(Debug, Clone, Default)]
 pub struct Timeline {
     /// Samples in time order.
